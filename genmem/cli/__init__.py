@@ -1,0 +1,41 @@
+"""The ``genmem`` command line: a thin layer over the library.
+
+Results go to stdout; progress and logs go to stderr. Bad input ends with a
+one-line ``Error: …`` that names the problem and the fix, and a non-zero exit.
+"""
+import logging
+
+import click
+
+from .. import __version__
+from ..errors import GenmemError
+
+
+class _Group(click.Group):
+    """Turns genmem's errors into one-line messages instead of tracebacks."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except GenmemError as exc:
+            raise click.ClickException(str(exc)) from None
+        except OSError as exc:
+            raise click.ClickException(f"{exc.strerror or exc}: {exc.filename or ''}".rstrip(": ")) from None
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="genmem")
+@click.option("-v", "--verbose", count=True, help="More log output on stderr (-vv for debug).")
+def main(verbose):
+    """Measure memorization in generative models."""
+    logging.basicConfig(level=[logging.WARNING, logging.INFO, logging.DEBUG][min(verbose, 2)],
+                        format="%(levelname)s %(name)s: %(message)s")
+
+
+from .info import info  # noqa: E402
+from .kfold import kfold  # noqa: E402
+from .top import top  # noqa: E402
+
+main.add_command(kfold)
+main.add_command(top)
+main.add_command(info)

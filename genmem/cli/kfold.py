@@ -1,0 +1,102 @@
+"""``genmem kfold``: leave-out memorization scores by K-fold holdout training."""
+import dataclasses
+import sys
+from pathlib import Path
+
+import click
+import numpy as np
+
+from ..data import load_dataset, prepare
+from ..device import DEVICES
+from ..errors import GenmemError
+from ..memorization import ESTIMATORS, kfold as run_kfold
+from ..models import MODELS, make_model
+
+
+def _bandwidth(value):
+    try:
+        return float(value)
+    except ValueError:
+        return value
+
+
+def model_params(name, options):
+    """The model constructor arguments the command-line options ask for."""
+    if name == "kde":
+        return {"bandwidth": _bandwidth(options["bandwidth"])}
+    if name == "gmm":
+        return {"n_components": options["components"], "covariance_type": options["covariance"],
+                "n_init": options["n_init"], "reg_covar": options["reg_covar"], "max_iter": options["max_iter"]}
+    return {}
+
+
+@click.command()
+@click.option("--model", "model_name", type=click.Choice(sorted(MODELS)), required=True, help="Density model.")
+@click.option("--folds", "-k", default=10, show_default=True, help="K: folds per repeat (2 ≤ K ≤ N).")
+@click.option("--repeats", "-r", default=1, show_default=True, help="R: independent fold partitions.")
+@click.option("--dataset", default="digits", show_default=True,
+              help="digits, mnist, fashion-mnist, binarized-mnist, cifar10, npz:PATH or npy:PATH.")
+@click.option("--data-dir", type=click.Path(file_okay=False), help="Folder holding the dataset's files.")
+@click.option("--split", default="train", show_default=True, help="Dataset split to score.")
+@click.option("--limit", type=int, help="Use only the first N examples of the split.")
+@click.option("--pca", type=int, help="Project onto this many principal components first.")
+@click.option("--binarize", type=click.Choice(["fixed", "dynamic"]), help="Binarize pixels (dynamic: VAE only).")
+@click.option("--dequantize", is_flag=True, help="Uniform dequantization of discrete pixel values.")
+@click.option("--pad-to", type=int, help="Zero-pad square images to this size (e.g. 32).")
+@click.option("--bandwidth", default="scott", show_default=True, help="KDE: float, scott, silverman or cv.")
+@click.option("--components", default=10, show_default=True, help="GMM: mixture components.")
+@click.option("--covariance", type=click.Choice(["full", "diag"]), default="full", show_default=True,
+              help="GMM: covariance type.")
+@click.option("--n-init", default=1, show_default=True, help="GMM: initialisations, best kept.")
+@click.option("--reg-covar", default=1e-6, show_default=True, help="GMM: added to covariance diagonals.")
+@click.option("--max-iter", default=100, show_default=True, help="GMM: EM iterations at most.")
+@click.option("--estimator", type=click.Choice(ESTIMATORS), default=ESTIMATORS[0], show_default=True,
+              help="Estimator stored as /scores/memorization (both are stored).")
+@click.option("--units-per-batch", type=int, help="Units fitted together (default: K).")
+@click.option("--seed", default=0, show_default=True, help="Root seed of folds and models.")
+@click.option("--device", type=click.Choice(DEVICES), default="auto", show_default=True)
+@click.option("--out", "-o", type=click.Path(dir_okay=False), help="Results file [default: DATASET-MODEL-kK.h5].")
+@click.option("--force", is_flag=True, help="Overwrite an existing results file of another run.")
+@click.option("--no-store-data", is_flag=True, help="Do not store the data array and images in the file.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
+def kfold(model_name, folds, repeats, dataset, data_dir, split, limit, pca, binarize, dequantize, pad_to,
+          estimator, units_per_batch, seed, device, out, force, no_store_data, quiet, **options):
+    """Train K×R held-out models and score every example's memorization.
+
+    M_i = log p(x_i | D) − log p(x_i | D without x_i), in nats, estimated from
+    the models that trained on x_i and those that held it out.
+    """
+    data = load_dataset(dataset, data_dir=data_dir, split=split)
+    if limit is not None:
+        if limit < 2:
+            raise GenmemError(f"--limit must be at least 2; got {limit}")
+        data = dataclasses.replace(data, x=data.x[:limit], labels=data.labels[:limit], index=data.index[:limit])
+    prepared = prepare(data, pca=pca, binarize=binarize, dequantize=dequantize, pad_to=pad_to, seed=seed)
+    model = make_model(model_name, **model_params(model_name, options))
+    name = dataset.split(":", 1)[-1]
+    out = Path(out or f"{Path(name).stem}-{model_name}-k{folds}.h5")
+    click.echo(f"genmem kfold: {model_name} on {dataset} ({prepared.X.shape[0]} examples, "
+               f"{prepared.X.shape[1]} features), K={folds}, R={repeats}, seed {seed}", err=True)
+    try:
+        result = run_kfold(model, prepared.X, folds=folds, repeats=repeats, seed=seed, estimator=estimator,
+                           device=device, units_per_batch=units_per_batch, labels=prepared.labels,
+                           index=prepared.index, images=prepared.images, data_info=prepared.info,
+                           store_data=not no_store_data, out=out, force=force, progress=not quiet, argv=sys.argv)
+    except KeyboardInterrupt:
+        click.echo(f"\ninterrupted: completed units are saved in {out}.partial; "
+                   "run the same command again to resume", err=True)
+        sys.exit(130)
+    _summary(result, out)
+
+
+def _summary(result, out):
+    m = result.memorization
+    params = result.config["model"]["params"]
+    shown = ", ".join(f"{k}={v}" for k, v in params.items() if k not in ("device", "dtype", "chunk_size"))
+    click.echo(f"wrote {out}")
+    click.echo(f"model {result.config['model']['name']} ({shown}); estimator {result.config['estimator']}")
+    click.echo(f"memorization M (nats): mean {m.mean():.4g}, median {np.median(m):.4g}, "
+               f"min {m.min():.4g}, max {m.max():.4g}")
+    click.echo(f"log p held out: mean {result.scores['loglik_out'].mean():.6g}; "
+               f"in training: mean {result.scores['loglik_in'].mean():.6g}")
+    click.echo(f"next: genmem top {out}")

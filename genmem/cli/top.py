@@ -1,0 +1,56 @@
+"""``genmem top``: the most memorized examples of a run."""
+import json
+
+import click
+
+from ..errors import GenmemError
+from ..results import read_result
+
+
+@click.command()
+@click.argument("file", type=click.Path(dir_okay=False))
+@click.option("-n", "count", default=20, show_default=True, help="How many examples.")
+@click.option("--by", default="memorization", show_default=True,
+              help="Score to rank by (memorization, memorization_reference, memorization_balanced, ...).")
+@click.option("--plot", type=click.Path(dir_okay=False), help="Write a PNG grid of the examples with their scores.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+def top(file, count, by, plot, as_json):
+    """List the top-memorized examples of a results FILE (highest score first)."""
+    if count < 1:
+        raise GenmemError(f"-n must be at least 1; got {count}")
+    result = read_result(file)
+    if not result.complete:
+        raise GenmemError(f"{file} holds an unfinished run; finish it with the same 'genmem kfold' command first")
+    rows = top_rows(result, count, by)
+    if as_json:
+        click.echo(json.dumps(rows, indent=1))
+    else:
+        has_se = "stderr" in rows[0]
+        click.echo(f"{'rank':>4} {'row':>6} {'index':>6} {'label':>5} {by[:12]:>12} {'logp_in':>11} {'logp_out':>11}"
+                   + (f" {'stderr':>8}" if has_se else ""))
+        for row in rows:
+            line = (f"{row['rank']:>4} {row['row']:>6} {row['index']:>6} {row['label']:>5} {row['score']:>12.4f} "
+                    f"{row['loglik_in']:>11.4f} {row['loglik_out']:>11.4f}")
+            click.echo(line + (f" {row['stderr']:>8.4f}" if has_se else ""))
+    if plot:
+        from ..plots import plot_examples
+
+        if result.images is None:
+            raise GenmemError(f"{file} stores no images (made with --no-store-data); re-run without it to plot")
+        order = [row["row"] for row in rows]
+        titles = [f"#{row['index']} ({row['label']})\n{by[:3]}={row['score']:.2f}" for row in rows]
+        plot_examples(result.images[order], titles, plot)
+        click.echo(f"wrote {plot}", err=True)
+
+
+def top_rows(result, count, by):
+    """The ``count`` highest-scoring examples of ``result`` as dicts (rank, row, index, label, scores)."""
+    rows = []
+    for rank, i in enumerate(result.top(count, by=by), start=1):
+        row = {"rank": rank, "row": int(i), "index": int(result.index[i]), "label": int(result.labels[i]),
+               "score": float(result.scores[by][i]), "loglik_in": float(result.scores["loglik_in"][i]),
+               "loglik_out": float(result.scores["loglik_out"][i])}
+        if "stderr" in result.scores:
+            row["stderr"] = float(result.scores["stderr"][i])
+        rows.append(row)
+    return rows

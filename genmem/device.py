@@ -1,0 +1,44 @@
+"""Choosing the torch device a computation runs on."""
+import torch
+
+from .errors import GenmemError
+
+DEVICES = ("auto", "cpu", "cuda")
+
+
+def resolve_device(device="auto"):
+    """Return the :class:`torch.device` for ``device``.
+
+    Parameters
+    ----------
+    device : {"auto", "cpu", "cuda"} or str or torch.device
+        ``"auto"`` picks CUDA when it is available and the CPU otherwise;
+        ``"cuda:1"`` and similar explicit names pass through.
+
+    Returns
+    -------
+    torch.device
+    """
+    if isinstance(device, torch.device):
+        return device
+    name = str(device)
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise GenmemError(
+            f"device {name!r} was asked for but no CUDA GPU is available; use --device cpu or auto"
+        )
+    try:
+        return torch.device(name)
+    except RuntimeError:
+        raise GenmemError(f"unknown device {name!r}; use one of {', '.join(DEVICES)}") from None
+
+
+def describe_device(device):
+    """A short human-readable description of ``device`` for result files."""
+    device = resolve_device(device)
+    if device.type == "cuda":
+        return f"{device} ({torch.cuda.get_device_name(device)})"
+    import platform
+
+    return f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"

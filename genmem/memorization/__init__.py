@@ -1,0 +1,6 @@
+"""Leave-out memorization: folds, the K-fold runner and the estimators."""
+from .estimators import ESTIMATORS, estimate, jackknife_stderr, memorization_scores
+from .folds import make_folds, unit_seed
+from .runner import kfold
+
+__all__ = ["kfold", "make_folds", "unit_seed", "estimate", "jackknife_stderr", "memorization_scores", "ESTIMATORS"]

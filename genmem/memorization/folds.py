@@ -1,0 +1,55 @@
+"""K-fold × R-repeat holdout assignments and the per-unit seeds.
+
+Every random draw of a run comes from a :class:`numpy.random.SeedSequence`
+keyed by ``(seed, stream, …)``: the fold permutation of repeat ``r`` from
+``(seed, FOLD_STREAM, r)``, the model of unit ``(r, k)`` from
+``(seed, UNIT_STREAM, r, k)``. Folds are therefore independent of model
+randomness, and any unit can be re-run alone with the same numbers.
+"""
+import numpy as np
+
+from ..errors import GenmemError
+
+FOLD_STREAM = 0
+UNIT_STREAM = 1
+
+
+def check_fold_args(n, folds, repeats, seed):
+    """Raise :class:`GenmemError` unless ``2 <= folds <= n``, ``repeats >= 1`` and ``seed >= 0``."""
+    for name, value in (("folds", folds), ("repeats", repeats), ("seed", seed)):
+        if not isinstance(value, (int, np.integer)) or isinstance(value, bool):
+            raise GenmemError(f"{name} must be an integer; got {value!r}")
+    if folds < 2:
+        raise GenmemError(f"folds must be at least 2 (one fold is held out, the rest train); got {folds}")
+    if folds > n:
+        raise GenmemError(f"folds ({folds}) exceeds the number of examples ({n}); use --folds {n} or fewer")
+    if repeats < 1:
+        raise GenmemError(f"repeats must be at least 1; got {repeats}")
+    if seed < 0:
+        raise GenmemError(f"seed must be a non-negative integer; got {seed}")
+
+
+def make_folds(n, folds, repeats=1, seed=0):
+    """Fold assignment of ``n`` examples for each repeat.
+
+    For repeat ``r`` a permutation drawn from its own stream is cut into
+    ``folds`` contiguous, near-equal parts (sizes differ by at most one).
+
+    Returns
+    -------
+    ndarray of int64, shape [repeats, n]
+        ``assignment[r, i]`` is the fold that holds example ``i`` out in repeat ``r``.
+    """
+    check_fold_args(n, folds, repeats, seed)
+    assignment = np.empty((repeats, n), dtype=np.int64)
+    for r in range(repeats):
+        rng = np.random.default_rng(np.random.SeedSequence([seed, FOLD_STREAM, r]))
+        for k, part in enumerate(np.array_split(rng.permutation(n), folds)):
+            assignment[r, part] = k
+    return assignment
+
+
+def unit_seed(seed, repeat, fold):
+    """The integer seed of unit ``(repeat, fold)``'s model (< 2**63)."""
+    state = np.random.SeedSequence([seed, UNIT_STREAM, repeat, fold]).generate_state(1, dtype=np.uint64)
+    return int(state[0] >> np.uint64(1))

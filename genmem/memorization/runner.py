@@ -1,0 +1,249 @@
+"""The K-fold runner: fit every (repeat, fold) unit, score all examples, keep progress.
+
+:func:`kfold` is the library face of ``genmem kfold``. Each unit fits a fresh
+model on the other folds and evaluates log p of **all** N examples; units are
+handed to the model in batches (:meth:`DensityModel.fit_units`), so models that
+train many units at once do so. With ``out`` given, completed units are saved
+after every batch to ``OUT.partial`` (atomically), and calling :func:`kfold`
+again with the same arguments resumes from there; the final file appears only
+when the run is complete.
+"""
+import datetime
+import hashlib
+import json
+import logging
+import platform
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from .. import __version__
+from ..device import describe_device, resolve_device
+from ..errors import GenmemError
+from ..models import MODELS, DensityModel
+from ..results import KFoldResult, read_result, write_result
+from ..validation import check_data
+from .estimators import DEFAULT_ESTIMATOR, ESTIMATORS, memorization_scores
+from .folds import check_fold_args, make_folds, unit_seed
+
+log = logging.getLogger(__name__)
+
+#: Model parameters that change how, not what, is computed; a run that differs
+#: only in these resumes the same file.
+RUNTIME_PARAMS = ("device", "chunk_size", "eval_chunk", "units_per_batch")
+
+
+def _jsonable(value):
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+def library_versions():
+    """Versions of Python and the libraries a result depends on."""
+    import h5py
+    import scipy
+    import sklearn
+    import torch
+
+    versions = {"python": platform.python_version(), "genmem": __version__, "numpy": np.__version__,
+                "scipy": scipy.__version__, "scikit-learn": sklearn.__version__, "torch": torch.__version__,
+                "h5py": h5py.__version__}
+    try:
+        import pyro
+
+        versions["pyro-ppl"] = pyro.__version__
+    except ImportError:  # pragma: no cover - pyro is a dependency
+        pass
+    return versions
+
+
+def _fingerprint(config):
+    """Hash of everything that determines the numbers of a run."""
+    identity = json.loads(json.dumps(config))
+    identity.pop("units_per_batch", None)
+    for key in RUNTIME_PARAMS:
+        identity["model"]["params"].pop(key, None)
+    return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
+
+
+def _make_model(model, device):
+    if isinstance(model, str):
+        if model not in MODELS:
+            raise GenmemError(f"unknown model {model!r}; choose one of {', '.join(sorted(MODELS))}")
+        model = MODELS[model]()
+    if not isinstance(model, DensityModel):
+        raise GenmemError(f"model must be a genmem DensityModel or one of {', '.join(sorted(MODELS))}; got {model!r}")
+    if "device" in model.get_params():
+        model = model.clone(device=str(resolve_device(model.device if device is None else device)))
+    return model
+
+
+def _existing(out, partial, fingerprint, force):
+    """A finished or partial result of the same run to reuse, else None; refuses to clobber another run."""
+    for path in (out, partial):
+        if not path.exists() or force:
+            continue
+        previous = read_result(path)
+        if previous.config.get("fingerprint") != fingerprint:
+            raise GenmemError(
+                f"{path} exists and holds a different run; pass --force (force=True) to overwrite it or choose another --out"
+            )
+        return previous
+    return None
+
+
+def kfold(model, X, *, folds=10, repeats=1, seed=0, estimator=DEFAULT_ESTIMATOR, device=None,
+          units_per_batch=None, labels=None, index=None, images=None, data_info=None, store_data=True,
+          out=None, force=False, progress=False, argv=None):
+    """Leave-out memorization scores of every example by K-fold × R-repeat holdout training.
+
+    Parameters
+    ----------
+    model : DensityModel or str
+        An unfitted template model (e.g. ``KDE("scott")``) or a registry name
+        (``"kde"``, ``"gmm"``, ``"vae"``). Data-dependent hyperparameters are
+        resolved once on the full ``X`` (:meth:`DensityModel.resolve`).
+    X : array [N, D]
+        The data exactly as the model should see it.
+    folds : int, default=10
+        K, with ``2 <= K <= N``.
+    repeats : int, default=1
+        R, the number of independent fold partitions.
+    seed : int, default=0
+        Root of every random stream of the run (folds and unit models).
+    estimator : {"balanced", "reference"}
+        The estimator stored as ``scores["memorization"]``; both are always computed.
+    device : str, optional
+        Overrides the model's ``device`` parameter (``"auto"``, ``"cpu"``, ``"cuda"``).
+    units_per_batch : int, optional
+        Units handed to the model at once (default: K, one repeat). Progress
+        is saved after every batch.
+    labels, index : int array [N], optional
+        Stored with the result (default: −1 and ``arange(N)``).
+    images : array [N, ...], optional
+        The examples as images in [0, 1], stored for ``genmem top --plot``.
+    data_info : dict, optional
+        How ``X`` was made (dataset, preprocessing); stored in the config.
+    store_data : bool, default=True
+        Store ``X`` and ``images`` in the results file.
+    out : path-like, optional
+        Results file. Progress goes to ``OUT.partial``; an existing complete
+        file of the same run is returned as it is; a different run is
+        refused unless ``force``.
+    force : bool, default=False
+        Overwrite ``out`` (and discard its partial progress).
+    progress : bool, default=False
+        Show a progress bar on stderr.
+    argv : list of str, optional
+        The command line to record (default ``sys.argv``).
+
+    Returns
+    -------
+    KFoldResult
+    """
+    X = check_data(X, min_rows=2)
+    n = X.shape[0]
+    check_fold_args(n, folds, repeats, seed)
+    if estimator not in ESTIMATORS:
+        raise GenmemError(f"unknown estimator {estimator!r}; use one of {', '.join(ESTIMATORS)}")
+    units_per_batch = folds if units_per_batch is None else int(units_per_batch)
+    if units_per_batch < 1:
+        raise GenmemError(f"units_per_batch must be at least 1; got {units_per_batch}")
+    labels = np.full(n, -1, dtype=np.int64) if labels is None else np.asarray(labels, dtype=np.int64)
+    index = np.arange(n, dtype=np.int64) if index is None else np.asarray(index, dtype=np.int64)
+    if labels.shape != (n,) or index.shape != (n,):
+        raise GenmemError(f"labels and index must have one entry per example ({n})")
+
+    model = _make_model(model, device).resolve(X)
+    config = {
+        "model": {"name": model.name, "params": _jsonable(model.get_params())},
+        "folds": folds, "repeats": repeats, "seed": seed, "estimator": estimator,
+        "units_per_batch": units_per_batch, "data": _jsonable(data_info or {}),
+        "data_sha256": hashlib.sha256(np.ascontiguousarray(X).tobytes()).hexdigest(),
+    }
+    config["fingerprint"] = _fingerprint(config)
+    assignment = make_folds(n, folds, repeats, seed)
+    seeds = np.array([[unit_seed(seed, r, k) for k in range(folds)] for r in range(repeats)], dtype=np.uint64)
+    meta = {
+        "genmem_version": __version__, "argv": list(sys.argv if argv is None else argv),
+        "versions": library_versions(), "device": describe_device(model.get_params().get("device", "cpu")),
+        "seeds": {"seed": seed, "folds": "SeedSequence([seed, 0, repeat])",
+                  "units": "SeedSequence([seed, 1, repeat, fold]); see /folds/unit_seed"},
+    }
+    result = KFoldResult(
+        loglik=np.full((repeats, folds, n), np.nan), assignment=assignment,
+        done=np.zeros((repeats, folds), dtype=bool), unit_seeds=seeds, config=config, meta=meta,
+        index=index, labels=labels, x=X if store_data else None,
+        images=None if images is None or not store_data else np.asarray(images, dtype=np.float32),
+    )
+
+    out = None if out is None else Path(out)
+    partial = None if out is None else out.with_name(out.name + ".partial")
+    if out is not None:
+        previous = _existing(out, partial, config["fingerprint"], force)
+        if previous is not None and previous.complete:
+            log.info("%s already holds this run, complete; nothing to do", out)
+            return previous
+        if previous is not None:
+            result.loglik[previous.done] = previous.loglik[previous.done]
+            result.done[:] = previous.done
+            result.extras = previous.extras
+            log.info("resuming %s: %d of %d units already done", partial, result.done.sum(), result.done.size)
+
+    _run_units(model, X, result, units_per_batch, partial, progress)
+    result.scores = memorization_scores(result.loglik, assignment, estimator)
+    result.meta["created"] = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+    if out is not None:
+        write_result(out, result)
+        if partial.exists():
+            partial.unlink()
+    return result
+
+
+def _run_units(model, X, result, units_per_batch, partial, progress):
+    """Fit the pending units batch by batch, saving progress to ``partial`` after each."""
+    from tqdm.auto import tqdm
+
+    pending = [(r, k) for r, k in zip(*np.nonzero(~result.done))]
+    x_full, images = result.x, result.images
+    artifact_dir = None
+    with tqdm(total=result.done.size, initial=int(result.done.sum()), desc="units", unit="unit",
+              file=sys.stderr, disable=not progress) as bar:
+        for start in range(0, len(pending), units_per_batch):
+            keys = [(int(r), int(k)) for r, k in pending[start:start + units_per_batch]]
+            masks = np.stack([result.assignment[r] != k for r, k in keys])
+            seeds = [int(result.unit_seeds[r, k]) for r, k in keys]
+            outputs = model.fit_units(X, masks, seeds, unit_keys=keys, artifact_dir=artifact_dir,
+                                      progress=bar.update if progress else None)
+            _store(result, keys, outputs)
+            if partial is not None:
+                result.x = result.images = None  # the partial file holds only what resuming needs
+                write_result(partial, result)
+                result.x, result.images = x_full, images
+
+
+def _store(result, keys, outputs):
+    loglik = np.asarray(outputs["loglik"], dtype=np.float64)
+    for u, (r, k) in enumerate(keys):
+        bad = ~np.isfinite(loglik[u])
+        if bad.any():
+            raise GenmemError(
+                f"unit (repeat {r}, fold {k}) gave a non-finite log p for {bad.sum()} example(s) "
+                f"(first: row {np.flatnonzero(bad)[0]}); completed units are kept — try dtype float64, "
+                "a larger bandwidth or reg_covar, or fewer epochs"
+            )
+        result.loglik[r, k] = loglik[u]
+        for name, value in outputs.items():
+            if name == "loglik":
+                continue
+            value = np.asarray(value)
+            if name not in result.extras:
+                result.extras[name] = np.full(result.done.shape + value.shape[1:], np.nan, dtype=np.float64)
+            result.extras[name][r, k] = value[u]
+        result.done[r, k] = True

@@ -1,0 +1,17 @@
+"""Explicit-density models: Gaussian KDE, Gaussian mixture, Pyro VAE."""
+from .base import DensityModel
+from .kde import KDE, kde_loo_memorization
+
+MODELS = {cls.name: cls for cls in (KDE,)}
+
+
+def make_model(name, **params):
+    """A new model from its registry name (``"kde"``, ``"gmm"``, ``"vae"``) and constructor arguments."""
+    from ..errors import GenmemError
+
+    if name not in MODELS:
+        raise GenmemError(f"unknown model {name!r}; choose one of {', '.join(sorted(MODELS))}")
+    return MODELS[name](**params)
+
+
+__all__ = ["DensityModel", "KDE", "kde_loo_memorization", "MODELS", "make_model"]

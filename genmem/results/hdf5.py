@@ -1,0 +1,143 @@
+"""Reading and writing genmem's one-file-per-run HDF5 results.
+
+Layout (version 1)::
+
+    /                      attrs: format, format_version, genmem_version, created,
+                           argv, config (JSON), seeds (JSON), versions (JSON),
+                           device, complete
+    /data/index [N]        position of each row in its source split
+    /data/label [N]        −1 when unlabelled
+    /data/x [N, D]         the exact array the density model saw (optional)
+    /data/images [N, ...]  the examples as images in [0, 1] (optional)
+    /folds/assignment [R, N], /folds/done [R, K], /folds/unit_seed [R, K]
+    /loglik [R, K, N]
+    /scores/memorization [N]           attr estimator
+    /scores/memorization_reference [N], /scores/memorization_balanced [N]
+    /scores/loglik_in [N], /scores/loglik_out [N], /scores/stderr [N] (R > 1)
+    /units/<name> [R, K, ...]          further per-unit arrays of a model (e.g. ess)
+
+Per-example data is never stored in attributes. Files are written to a
+temporary name in the target folder and renamed into place, so a reader never
+sees a half-written file.
+"""
+import json
+import os
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+from ..errors import GenmemError
+from .result import KFoldResult
+
+FORMAT = "genmem.kfold"
+FORMAT_VERSION = 1
+_META_KEYS = ("genmem_version", "created", "argv", "versions", "device", "seeds")
+
+
+def _write(f, result):
+    f.attrs["format"] = FORMAT
+    f.attrs["format_version"] = FORMAT_VERSION
+    f.attrs["complete"] = result.complete
+    f.attrs["config"] = json.dumps(result.config, sort_keys=True)
+    for key in _META_KEYS:
+        value = result.meta.get(key, "")
+        f.attrs[key] = value if isinstance(value, str) else json.dumps(value, sort_keys=True)
+    data = f.create_group("data")
+    data["index"] = result.index
+    data["label"] = result.labels
+    for name in ("x", "images"):
+        value = getattr(result, name)
+        if value is not None:
+            data.create_dataset(name, data=value, compression="gzip", compression_opts=4, shuffle=True)
+    folds = f.create_group("folds")
+    folds["assignment"] = result.assignment
+    folds["done"] = result.done
+    folds["unit_seed"] = result.unit_seeds
+    f["loglik"] = result.loglik
+    scores = f.create_group("scores")
+    for name, value in result.scores.items():
+        scores[name] = value
+    if "memorization" in scores:
+        scores["memorization"].attrs["estimator"] = result.config.get("estimator", "")
+        scores["memorization"].attrs["units"] = "nats"
+    units = f.create_group("units")
+    for name, value in result.extras.items():
+        units[name] = value
+
+
+def write_result(path, result):
+    """Write ``result`` to ``path`` atomically (temporary file in the same folder, then rename)."""
+    path = Path(path)
+    if path.parent and not path.parent.exists():
+        raise GenmemError(f"the output folder {path.parent} does not exist; create it or choose another --out")
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        with h5py.File(tmp, "w") as f:
+            _write(f, result)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def _open(path):
+    path = Path(path)
+    if not path.exists():
+        raise GenmemError(f"no such file: {path}; give the path of a file written by 'genmem kfold'")
+    if path.is_dir() or not h5py.is_hdf5(path):
+        raise GenmemError(f"{path} is not an HDF5 file; give the path of a file written by 'genmem kfold'")
+    try:
+        f = h5py.File(path, "r")
+    except OSError as exc:
+        raise GenmemError(f"{path} cannot be read as HDF5 ({exc}); the file may be truncated or corrupt") from None
+    if f.attrs.get("format") != FORMAT:
+        f.close()
+        raise GenmemError(
+            f"{path} is an HDF5 file but not a genmem results file (no format attribute {FORMAT!r}); "
+            "give a file written by 'genmem kfold'"
+        )
+    version = int(f.attrs.get("format_version", 0))
+    if version > FORMAT_VERSION:
+        f.close()
+        raise GenmemError(
+            f"{path} has results format version {version}, newer than this genmem reads ({FORMAT_VERSION}); upgrade genmem"
+        )
+    return f
+
+
+def _attr_json(value):
+    try:
+        return json.loads(value)
+    except (TypeError, ValueError):
+        return value
+
+
+def read_result(path):
+    """Read a results file into a :class:`KFoldResult`.
+
+    Raises
+    ------
+    GenmemError
+        If the file is missing, not HDF5, not a genmem results file, or damaged.
+    """
+    with _open(path) as f:
+        try:
+            meta = {key: _attr_json(f.attrs.get(key, "")) for key in _META_KEYS}
+            data = f["data"]
+            return KFoldResult(
+                loglik=f["loglik"][()],
+                assignment=f["folds/assignment"][()],
+                done=f["folds/done"][()],
+                unit_seeds=f["folds/unit_seed"][()],
+                config=json.loads(f.attrs["config"]),
+                meta=meta,
+                index=data["index"][()],
+                labels=data["label"][()],
+                scores={name: ds[()] for name, ds in f["scores"].items()},
+                extras={name: ds[()] for name, ds in f["units"].items()},
+                x=data["x"][()] if "x" in data else None,
+                images=data["images"][()] if "images" in data else None,
+            )
+        except (KeyError, ValueError) as exc:
+            raise GenmemError(f"{path} is a damaged genmem results file ({exc}); re-run the command that made it") from None

@@ -1,0 +1,79 @@
+"""The in-memory result of a K-fold run, as stored in one HDF5 file."""
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..errors import GenmemError
+
+
+@dataclass
+class KFoldResult:
+    """Everything a K-fold memorization run produces.
+
+    Attributes
+    ----------
+    loglik : ndarray [R, K, N]
+        log p of every example under every (repeat, fold) model; NaN for units
+        not computed yet (only in a partial result).
+    assignment : int ndarray [R, N]
+        Fold holding each example out, per repeat.
+    done : bool ndarray [R, K]
+        Which units have been computed.
+    unit_seeds : uint64 ndarray [R, K]
+    scores : dict of str to ndarray [N]
+        ``memorization``, ``loglik_in``, ``loglik_out``,
+        ``memorization_reference``, ``memorization_balanced`` and, when
+        ``R > 1``, ``stderr``. Empty until the run is complete.
+    extras : dict of str to ndarray [R, K, ...]
+        Further per-unit arrays a model returns (e.g. the VAE's ``ess``).
+    config : dict
+        The full resolved configuration (JSON-serialisable).
+    meta : dict
+        Provenance: genmem and library versions, device, creation time, argv.
+    index, labels : int ndarray [N]
+    x : ndarray [N, D] or None
+        The exact array the density model saw.
+    images : ndarray [N, ...] or None
+        The examples as images in [0, 1], for plots.
+    """
+
+    loglik: np.ndarray
+    assignment: np.ndarray
+    done: np.ndarray
+    unit_seeds: np.ndarray
+    config: dict
+    meta: dict
+    index: np.ndarray
+    labels: np.ndarray
+    scores: dict = field(default_factory=dict)
+    extras: dict = field(default_factory=dict)
+    x: np.ndarray = None
+    images: np.ndarray = None
+
+    @property
+    def complete(self):
+        """True when every unit has been computed and the scores exist."""
+        return bool(self.done.all()) and "memorization" in self.scores
+
+    @property
+    def memorization(self):
+        """The default estimator's per-example memorization score [N]."""
+        return self.scores["memorization"]
+
+    @property
+    def n_examples(self):
+        return self.assignment.shape[1]
+
+    def top(self, n=20, by="memorization"):
+        """Indices (into the run's rows) of the ``n`` highest values of score ``by``, highest first."""
+        values = self.scores.get(by)
+        if values is None:
+            raise GenmemError(f"the result has no score {by!r}; available: {', '.join(self.scores) or 'none'}")
+        order = np.argsort(-values, kind="stable")
+        return order[: min(n, len(order))]
+
+    def save(self, path):
+        """Write the result to ``path`` atomically (temp file + rename)."""
+        from .hdf5 import write_result
+
+        write_result(path, self)

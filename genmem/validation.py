@@ -1,0 +1,49 @@
+"""Checks on user-supplied arrays, shared by the data layer, the models and the runner."""
+import numpy as np
+import torch
+
+from .errors import GenmemError
+
+
+def check_data(X, *, name="X", min_rows=1, n_features=None):
+    """Return ``X`` as a finite 2-D float64 NumPy array or raise :class:`GenmemError`.
+
+    Parameters
+    ----------
+    X : array-like or torch.Tensor, shape [N, D]
+        The data; a torch tensor is moved to the CPU.
+    name : str
+        How the array is called in error messages.
+    min_rows : int
+        Fewest rows accepted.
+    n_features : int, optional
+        Required number of columns (for data scored by an already fitted model).
+    """
+    if isinstance(X, torch.Tensor):
+        X = X.detach().cpu().numpy()
+    try:
+        X = np.asarray(X, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise GenmemError(f"{name} must be a numeric array; got {type(X).__name__}") from None
+    if X.ndim != 2:
+        raise GenmemError(
+            f"{name} must be 2-D [examples, features]; got shape {X.shape} "
+            "(flatten images first, e.g. X.reshape(len(X), -1))"
+        )
+    if X.shape[0] < min_rows:
+        raise GenmemError(f"{name} needs at least {min_rows} rows; got {X.shape[0]}")
+    if X.shape[1] == 0:
+        raise GenmemError(f"{name} has no features (shape {X.shape})")
+    if n_features is not None and X.shape[1] != n_features:
+        raise GenmemError(
+            f"{name} has {X.shape[1]} features but the model was fitted on {n_features}; "
+            "preprocess it the same way as the training data"
+        )
+    bad = ~np.isfinite(X)
+    if bad.any():
+        rows = np.flatnonzero(bad.any(axis=1))
+        raise GenmemError(
+            f"{name} contains NaN or inf in {len(rows)} row(s) (first: row {rows[0]}); "
+            "remove or impute them before fitting"
+        )
+    return X
