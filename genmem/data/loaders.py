@@ -1,0 +1,438 @@
+"""Loading datasets: scikit-learn's digits, IDX (MNIST-style), NumPy and CIFAR-10 files.
+
+Every loader returns a :class:`Dataset` holding the examples in the source's
+own dtype and value range; :func:`genmem.data.prepare` turns it into the float
+matrix a density model sees.
+
+File-based datasets are searched for in ``data_dir`` when it is given, else in
+the folder named by the environment variable ``GENMEM_DATA_DIR`` and then in
+the dataset's system folder (only Fashion-MNIST has one: the Debian package
+``dataset-fashion-mnist``).
+"""
+import gzip
+import logging
+import math
+import os
+import pickle
+import re
+import struct
+import zipfile
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import GenmemError
+
+logger = logging.getLogger(__name__)
+
+DATA_DIR_ENV = "GENMEM_DATA_DIR"
+FASHION_MNIST_SYSTEM_DIR = Path("/usr/share/datasets/fashion-mnist")
+
+# IDX type byte -> big-endian NumPy dtype (http://yann.lecun.com/exdb/mnist/, "THE IDX FILE FORMAT").
+_IDX_DTYPES = {0x08: "u1", 0x09: "i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
+# genmem name -> torchvision's folder name (torchvision reads ROOT/<folder>/raw/).
+_TORCHVISION_FOLDERS = {"mnist": "MNIST", "fashion-mnist": "FashionMNIST"}
+_HINTS = {
+    "mnist": f"pass --data-dir DIR (a folder with the IDX files, or torchvision's root holding MNIST/raw/) "
+    f"or set {DATA_DIR_ENV}",
+    "fashion-mnist": f"install it with 'apt-get install dataset-fashion-mnist' or pass --data-dir DIR "
+    f"(or set {DATA_DIR_ENV})",
+    "binarized-mnist": f"pass --data-dir DIR (the folder holding binarized_mnist.npz) or set {DATA_DIR_ENV}",
+    "cifar10": f"pass --data-dir DIR (holding torchvision's cifar-10-batches-py/ or cifar10_partial.npz) "
+    f"or set {DATA_DIR_ENV}",
+}
+
+
+@dataclass
+class Dataset:
+    """A split of a dataset, in the source's own dtype and value range.
+
+    Attributes
+    ----------
+    x : ndarray, shape [N, *image_shape]
+        The examples as stored by the source, e.g. uint8 [N, 28, 28] for MNIST,
+        uint8 [N, 32, 32, 3] (HWC) for CIFAR-10, uint8 [N, 8, 8] with values
+        0..16 for digits.
+    labels : int64 ndarray, shape [N]
+        Class labels; -1 where the source has none.
+    index : int64 ndarray, shape [N]
+        Position of each example in the source split.
+    name : str
+        The name the dataset was loaded under.
+    split : str
+        ``"train"``, ``"test"`` or ``"valid"``.
+    image_shape : tuple of int
+        (H, W), (H, W, C), or (D,) for arrays that are not images.
+    levels : int or None
+        Number of discrete intensity levels (17 for digits, 256 for uint8
+        images, 2 for binary images); None for continuous data.
+    source : str
+        The file the examples were read from, or ``"sklearn"``.
+    """
+
+    x: np.ndarray
+    labels: np.ndarray
+    index: np.ndarray
+    name: str
+    split: str
+    image_shape: tuple
+    levels: int | None
+    source: str
+
+    def __len__(self):
+        return len(self.x)
+
+
+def load_dataset(name="digits", *, data_dir=None, split="train"):
+    """Load one split of a dataset.
+
+    Parameters
+    ----------
+    name : str
+        ``"digits"`` (scikit-learn's 1,797 8×8 digits, embedded; train split
+        only), ``"mnist"``, ``"fashion-mnist"`` (IDX files), ``"binarized-mnist"``
+        (``binarized_mnist.npz`` with splits train/valid/test), ``"cifar10"``
+        (torchvision's ``cifar-10-batches-py`` pickles or
+        ``cifar10_partial.npz``), ``"npz:PATH"`` or ``"npy:PATH"`` (a path
+        ending in ``.npz``/``.npy`` works without the prefix). An ``.npz``
+        holds ``x`` (or ``X``, or a single array) and optionally ``y`` or
+        ``labels``; or split arrays ``x_train``/``x_test`` (also ``X_train``,
+        ``train_x``) with ``y_train``/``labels_train``/``train_y``.
+    data_dir : path-like, optional
+        Folder to search for file-based datasets. For MNIST-style IDX files the
+        folder itself, torchvision's ``DATA_DIR/MNIST/raw/`` or
+        ``DATA_DIR/FashionMNIST/raw/``, and ``DATA_DIR/<name>/`` are searched.
+        When None, ``$GENMEM_DATA_DIR`` and then the system folder
+        (``/usr/share/datasets/fashion-mnist`` for Fashion-MNIST) are searched.
+    split : str
+        ``"train"`` or ``"test"`` where the source has them (``"valid"`` too for
+        binarized MNIST).
+
+    Returns
+    -------
+    Dataset
+
+    Raises
+    ------
+    GenmemError
+        Unknown name or split, missing or corrupt file, NaN or inf in an array file.
+
+    Notes
+    -----
+    CIFAR-10 batches are Python pickles: load only files you trust.
+    """
+    name = str(name)
+    readers = {"npz": _load_npz, "npy": _load_npy}
+    kind, _, path = name.partition(":")
+    if kind in readers and path:
+        return readers[kind](name, Path(path).expanduser(), split)
+    if name.endswith((".npz", ".npy")):
+        return readers[name[-3:]](name, Path(name).expanduser(), split)
+    if name not in _LOADERS:
+        valid = ", ".join([*DATASET_NAMES, "npz:PATH", "npy:PATH"])
+        raise GenmemError(f"unknown dataset {name!r}; valid names: {valid}")
+    return _LOADERS[name](name, data_dir, split)
+
+
+# -- IDX ------------------------------------------------------------------------
+
+
+def read_idx(path):
+    """Read an IDX file (plain or gzip-compressed) into a native-endian array.
+
+    Parameters
+    ----------
+    path : path-like
+        The file, e.g. ``train-images-idx3-ubyte`` or ``train-images-idx3-ubyte.gz``;
+        gzip is recognised by its magic bytes, not by the suffix.
+
+    Returns
+    -------
+    ndarray
+        Shape given by the header's dimensions, dtype by its type byte.
+
+    Raises
+    ------
+    GenmemError
+        Missing file, bad magic number, or data size not matching the header.
+    """
+    path = Path(path)
+    try:
+        raw = path.read_bytes()
+        if raw[:2] == b"\x1f\x8b":
+            raw = gzip.decompress(raw)
+    except FileNotFoundError:
+        raise GenmemError(f"IDX file {path} does not exist; check the path or pass --data-dir") from None
+    except (OSError, EOFError, zlib.error) as exc:  # gzip.BadGzipFile is an OSError
+        raise GenmemError(f"cannot read IDX file {path} ({exc}); the file is damaged, download it again") from None
+    if len(raw) < 4 or raw[:2] != b"\0\0" or raw[2] not in _IDX_DTYPES or raw[3] == 0:
+        raise GenmemError(
+            f"{path} is not an IDX file: bad magic number 0x{raw[:4].hex()} "
+            "(expected 0x0000TTNN with type TT in 08,09,0B,0C,0D,0E); check that it is an MNIST-style file"
+        )
+    ndim = raw[3]
+    header = 4 + 4 * ndim
+    dtype = np.dtype(_IDX_DTYPES[raw[2]])
+    dims = struct.unpack(f">{ndim}I", raw[4:header]) if len(raw) >= header else None
+    expected = None if dims is None else math.prod(dims) * dtype.itemsize
+    if expected is None or len(raw) - header != expected:
+        raise GenmemError(
+            f"{path} is corrupt: its header promises dims {dims} ({expected} data bytes) but the file holds "
+            f"{len(raw) - header} data bytes; download it again"
+        )
+    return np.frombuffer(raw, dtype=dtype, offset=header).reshape(dims).astype(dtype.newbyteorder("="))
+
+
+def _load_idx_dataset(name, data_dir, split):
+    _check_split(name, split, ("train", "test"))
+    prefix = "train" if split == "train" else "t10k"
+    default = FASHION_MNIST_SYSTEM_DIR if name == "fashion-mnist" else None
+    folders = [
+        folder
+        for root in _roots(name, data_dir, default)
+        for folder in (root, root / _TORCHVISION_FOLDERS[name] / "raw", root / name)
+    ]
+    stem = f"{prefix}-images-idx3-ubyte"
+    for folder in folders:
+        images = _idx_file(folder, stem)
+        if images is not None:
+            break
+    else:
+        raise _not_found(name, f"{stem}[.gz]", folders)
+    labels = _idx_file(folder, f"{prefix}-labels-idx1-ubyte")
+    if labels is None:
+        raise GenmemError(
+            f"{name}: {images} has no {prefix}-labels-idx1-ubyte[.gz] beside it; put the labels file in {folder}"
+        )
+    x, y = read_idx(images), read_idx(labels)
+    if x.ndim != 3 or x.dtype != np.uint8 or y.ndim != 1 or len(y) != len(x):
+        raise GenmemError(
+            f"{name}: expected uint8 images [N, H, W] and labels [N]; got {x.dtype} {x.shape} in {images} "
+            f"and {y.shape} in {labels}; check that the files belong together"
+        )
+    logger.info("loaded %s %s: %d examples from %s", name, split, len(x), images)
+    return Dataset(x, y.astype(np.int64), np.arange(len(x)), name, split, x.shape[1:], 256, str(images))
+
+
+def _idx_file(folder, stem):
+    """``folder/stem`` or ``folder/stem.gz``, whichever exists first, else None."""
+    for path in (folder / stem, folder / f"{stem}.gz"):
+        if path.is_file():
+            return path
+    return None
+
+
+# -- embedded and named datasets -------------------------------------------------
+
+
+def _load_digits(name, data_dir, split):
+    from sklearn.datasets import load_digits
+
+    _check_split(name, split, ("train",))
+    bunch = load_digits()
+    x = bunch.images.astype(np.uint8)  # counts of set pixels in 4x4 blocks: integers 0..16
+    return Dataset(x, bunch.target.astype(np.int64), np.arange(len(x)), name, split, (8, 8), 17, "sklearn")
+
+
+def _load_binarized_mnist(name, data_dir, split):
+    _check_split(name, split, ("train", "valid", "test"))
+    candidates = [
+        path
+        for root in _roots(name, data_dir)
+        for path in (root / "binarized_mnist.npz", root / "binarized_mnist" / "binarized_mnist.npz")
+    ]
+    path = _first_file(name, "binarized_mnist.npz", candidates)
+    arrays = _read_npz(path)
+    if split not in arrays:
+        raise GenmemError(f"{path} has no array {split!r} (it holds {', '.join(arrays)}); use the standard file")
+    x = arrays[split]
+    if x.ndim != 2 or x.shape[1] != 784 or x.dtype.kind not in "ui" or x.min() < 0 or x.max() > 1:
+        raise GenmemError(f"{path}: {split!r} must be integers 0/1 of shape [N, 784]; got {x.dtype} {x.shape}")
+    x = x.reshape(-1, 28, 28).astype(np.uint8)
+    return Dataset(x, np.full(len(x), -1, np.int64), np.arange(len(x)), name, split, (28, 28), 2, str(path))
+
+
+def _load_cifar10(name, data_dir, split):
+    _check_split(name, split, ("train", "test"))
+    looked = []
+    for root in _roots(name, data_dir):
+        for folder in (root / "cifar-10-batches-py", root):
+            looked.append(folder / "data_batch_1")
+            if looked[-1].is_file():
+                return _read_cifar_batches(name, folder, split)
+        for path in (root / "cifar10_partial.npz", root / "cifar10_partial" / "cifar10_partial.npz"):
+            looked.append(path)
+            if path.is_file():
+                arrays = _read_npz(path)
+                x, y = arrays.get(f"{split}_x"), arrays.get(f"{split}_y")
+                return _check_cifar(name, split, x, y, path)
+    raise _not_found(name, "cifar-10-batches-py/ or cifar10_partial.npz", looked)
+
+
+def _read_cifar_batches(name, folder, split):
+    files = [f"data_batch_{i}" for i in range(1, 6)] if split == "train" else ["test_batch"]
+    xs, ys = [], []
+    for file in files:
+        path = folder / file
+        try:
+            with open(path, "rb") as f:
+                batch = pickle.load(f, encoding="bytes")
+            xs.append(np.asarray(batch[b"data"], dtype=np.uint8))
+            ys.append(np.asarray(batch[b"labels"], dtype=np.int64))
+        except FileNotFoundError:
+            raise GenmemError(f"{name}: {path} is missing; {folder} must hold all of {', '.join(files)}") from None
+        except (OSError, EOFError, pickle.UnpicklingError, KeyError, TypeError, ValueError) as exc:
+            raise GenmemError(
+                f"{name}: cannot read {path} as a CIFAR-10 batch ({exc!r}); download cifar-10-python.tar.gz again"
+            ) from None
+        if xs[-1].ndim != 2 or xs[-1].shape[1] != 3072:
+            raise GenmemError(f"{name}: {path} holds data of shape {xs[-1].shape}; expected [N, 3072]")
+    x = np.concatenate(xs).reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)  # CHW rows -> HWC images
+    return _check_cifar(name, split, np.ascontiguousarray(x), np.concatenate(ys), folder)
+
+
+def _check_cifar(name, split, x, y, source):
+    if x is None or y is None or x.shape[1:] != (32, 32, 3) or x.dtype != np.uint8 or y.shape != (len(x),):
+        got = "missing arrays" if x is None or y is None else f"{x.dtype} {x.shape} and labels {y.shape}"
+        raise GenmemError(
+            f"{name}: {source} must give uint8 {split}_x [N, 32, 32, 3] and {split}_y [N]; got {got}"
+        )
+    return Dataset(x, y.astype(np.int64), np.arange(len(x)), name, split, (32, 32, 3), 256, str(source))
+
+
+# -- generic array files -------------------------------------------------------------
+
+
+def _load_npy(name, path, split):
+    _check_split(name, split, ("train",))
+    if not path.is_file():
+        raise GenmemError(f"{name}: file {path} does not exist; check the path")
+    try:
+        x = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as exc:
+        raise GenmemError(f"{name}: cannot read {path} as a .npy array ({exc}); save it with numpy.save") from None
+    return _array_dataset(name, split, x, None, path)
+
+
+def _load_npz(name, path, split):
+    arrays = _read_npz(path)
+    splits = sorted({s for key in arrays if (s := _split_of(key))})
+    if splits:
+        _check_split(name, split, splits)
+        x = next(arrays[k.format(split)] for k in ("x_{}", "X_{}", "{}_x") if k.format(split) in arrays)
+        y = next((arrays[k.format(split)] for k in ("y_{}", "labels_{}", "{}_y") if k.format(split) in arrays), None)
+        return _array_dataset(name, split, x, y, path)
+    if split != "train":
+        raise GenmemError(
+            f"{name}: {path} has no split arrays (x_train, x_test), so it has only the 'train' split; "
+            "use split='train' or store x_test in the file"
+        )
+    x = next((arrays[k] for k in ("x", "X") if k in arrays), None)
+    if x is None and len(arrays) == 1:
+        x = next(iter(arrays.values()))
+    if x is None:
+        raise GenmemError(f"{name}: {path} holds {', '.join(arrays)}; name the data array 'x' (labels 'y')")
+    y = next((arrays[k] for k in ("y", "labels") if k in arrays), None)
+    return _array_dataset(name, split, x, y, path)
+
+
+def _split_of(key):
+    """The split an .npz key such as ``x_train``, ``X_test`` or ``train_x`` holds, else None."""
+    match = re.fullmatch(r"[xX]_(\w+)|(\w+)_x", key)
+    return match and (match[1] or match[2])
+
+
+def _read_npz(path):
+    """All arrays of an .npz file, as a dict; GenmemError when it is missing or unreadable."""
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            return {key: npz[key] for key in npz.files}
+    except FileNotFoundError:
+        raise GenmemError(f"file {path} does not exist; check the path") from None
+    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
+        raise GenmemError(f"cannot read {path} as an .npz archive ({exc}); save it with numpy.savez") from None
+
+
+def _array_dataset(name, split, x, y, path):
+    """A Dataset from a user's array ``x`` [N, ...] and optional labels ``y`` [N]."""
+    x = np.asarray(x)
+    if x.dtype == bool:
+        x = x.astype(np.uint8)
+    if x.ndim < 2 or x.size == 0 or x.dtype.kind not in "uif":
+        raise GenmemError(
+            f"{name}: {path} must hold a numeric array [N, ...] with N >= 1 and no empty axis; got {x.dtype} {x.shape} "
+            "(reshape a 1-D array to [N, 1])"
+        )
+    if x.dtype.kind == "f" and not np.isfinite(x).all():
+        rows = np.flatnonzero(~np.isfinite(x.reshape(len(x), -1)).all(axis=1))
+        raise GenmemError(
+            f"{name}: {path} contains NaN or inf in {len(rows)} example(s) (first: {rows[0]}); "
+            "remove or impute them"
+        )
+    if y is None:
+        labels = np.full(len(x), -1, np.int64)
+    else:
+        y = np.asarray(y)
+        if y.shape != (len(x),) or y.dtype.kind not in "uif" or not np.array_equal(y, np.round(y)):
+            raise GenmemError(
+                f"{name}: labels in {path} must be {len(x)} integers, one per example; got {y.dtype} {y.shape}"
+            )
+        labels = y.astype(np.int64)
+    return Dataset(x, labels, np.arange(len(x)), name, split, x.shape[1:], _infer_levels(x), str(path))
+
+
+def _infer_levels(x):
+    """Discrete levels of an array: 2 for 0/1 integers, 256 for other uint8, max+1 for other
+    non-negative integers; None (continuous) for floats and integers with negative values."""
+    if x.dtype.kind not in "ui" or x.min() < 0:
+        return None
+    if x.max() <= 1:
+        return 2
+    return 256 if x.dtype == np.uint8 else int(x.max()) + 1
+
+
+# -- search helpers ---------------------------------------------------------------------
+
+
+def _check_split(name, split, splits):
+    if split not in splits:
+        raise GenmemError(f"dataset {name!r} has no split {split!r}; available: {', '.join(splits)}")
+
+
+def _roots(name, data_dir, default=None):
+    """Folders to search: ``data_dir`` alone when given, else $GENMEM_DATA_DIR and ``default``."""
+    if data_dir is not None:
+        root = Path(data_dir).expanduser()
+        if not root.is_dir():
+            raise GenmemError(f"{name}: data directory {root} does not exist; {_HINTS[name]}")
+        return [root]
+    roots = []
+    if os.environ.get(DATA_DIR_ENV):
+        roots.append(Path(os.environ[DATA_DIR_ENV]).expanduser())
+    if default is not None:
+        roots.append(default)
+    return roots
+
+
+def _first_file(name, what, candidates):
+    for path in candidates:
+        if path.is_file():
+            return path
+    raise _not_found(name, what, candidates)
+
+
+def _not_found(name, what, looked):
+    where = ", ".join(map(str, looked)) or f"nowhere (no --data-dir given and {DATA_DIR_ENV} unset)"
+    return GenmemError(f"{name}: found no {what}; looked in {where}; {_HINTS[name]}")
+
+
+_LOADERS = {
+    "digits": _load_digits,
+    "mnist": _load_idx_dataset,
+    "fashion-mnist": _load_idx_dataset,
+    "binarized-mnist": _load_binarized_mnist,
+    "cifar10": _load_cifar10,
+}
+DATASET_NAMES = tuple(_LOADERS)
