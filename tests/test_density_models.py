@@ -10,7 +10,7 @@ from genmem.models import MODELS, make_model
 # Small, fast settings per model; every registered model must have an entry.
 SMALL = {
     "kde": {"bandwidth": 0.5},
-    "gmm": {"n_components": 2, "max_iter": 50},
+    "gmm": {"n_components": 2, "max_iter": 50, "batch_units": True},
     "vae": {"epochs": 2, "latent_dim": 2, "hidden": (16,), "batch_size": 32, "num_samples": 8,
             "likelihood": "gaussian"},
 }

@@ -11,7 +11,8 @@ from ..results import read_result
 @click.argument("file", type=click.Path(dir_okay=False))
 @click.option("-n", "count", default=20, show_default=True, help="How many examples.")
 @click.option("--by", default="memorization", show_default=True,
-              help="Score to rank by (memorization, memorization_reference, memorization_balanced, ...).")
+              help="Score to rank by: memorization, memorization_reference, memorization_balanced, "
+                   "or a view such as influence/self or neighbours/distance.")
 @click.option("--plot", type=click.Path(dir_okay=False), help="Write a PNG grid of the examples with their scores.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 def top(file, count, by, plot, as_json):
@@ -48,7 +49,7 @@ def top_rows(result, count, by):
     rows = []
     for rank, i in enumerate(result.top(count, by=by), start=1):
         row = {"rank": rank, "row": int(i), "index": int(result.index[i]), "label": int(result.labels[i]),
-               "score": float(result.scores[by][i]), "loglik_in": float(result.scores["loglik_in"][i]),
+               "score": float(result.values(by)[i]), "loglik_in": float(result.scores["loglik_in"][i]),
                "loglik_out": float(result.scores["loglik_out"][i])}
         if "stderr" in result.scores:
             row["stderr"] = float(result.scores["stderr"][i])

@@ -31,7 +31,7 @@ log = logging.getLogger(__name__)
 
 #: Model parameters that change how, not what, is computed; a run that differs
 #: only in these resumes the same file.
-RUNTIME_PARAMS = ("device", "chunk_size", "eval_chunk", "units_per_batch")
+RUNTIME_PARAMS = ("device", "chunk_size", "eval_chunk", "units_per_batch", "batch_units")
 
 
 def _jsonable(value):

@@ -1,8 +1,9 @@
 """Explicit-density models: Gaussian KDE, Gaussian mixture, Pyro VAE."""
 from .base import DensityModel
+from .gmm import GMM
 from .kde import KDE, kde_loo_memorization
 
-MODELS = {cls.name: cls for cls in (KDE,)}
+MODELS = {cls.name: cls for cls in (KDE, GMM)}
 
 
 def make_model(name, **params):
@@ -14,4 +15,4 @@ def make_model(name, **params):
     return MODELS[name](**params)
 
 
-__all__ = ["DensityModel", "KDE", "kde_loo_memorization", "MODELS", "make_model"]
+__all__ = ["DensityModel", "GMM", "KDE", "kde_loo_memorization", "MODELS", "make_model"]

@@ -15,6 +15,9 @@ Layout (version 1)::
     /scores/memorization_reference [N], /scores/memorization_balanced [N]
     /scores/loglik_in [N], /scores/loglik_out [N], /scores/stderr [N] (R > 1)
     /units/<name> [R, K, ...]          further per-unit arrays of a model (e.g. ess)
+    /<view>/<name> [N, ...]            later analyses of the same examples, added by
+                                       :func:`add_views` (e.g. /influence/self,
+                                       /neighbours/distance), with their own attributes
 
 Per-example data is never stored in attributes. Files are written to a
 temporary name in the target folder and renamed into place, so a reader never
@@ -22,6 +25,7 @@ sees a half-written file.
 """
 import json
 import os
+import shutil
 from pathlib import Path
 
 import h5py
@@ -31,6 +35,7 @@ from ..errors import GenmemError
 from .result import KFoldResult
 
 FORMAT = "genmem.kfold"
+_RUN_GROUPS = ("data", "folds", "scores", "units")
 FORMAT_VERSION = 1
 _META_KEYS = ("genmem_version", "created", "argv", "versions", "device", "seeds")
 
@@ -64,6 +69,8 @@ def _write(f, result):
     units = f.create_group("units")
     for name, value in result.extras.items():
         units[name] = value
+    for key, value in result.views.items():
+        f[key] = value
 
 
 def write_result(path, result):
@@ -138,6 +145,54 @@ def read_result(path):
                 extras={name: ds[()] for name, ds in f["units"].items()},
                 x=data["x"][()] if "x" in data else None,
                 images=data["images"][()] if "images" in data else None,
+                views={f"{group}/{name}": ds[()] for group in f if group not in _RUN_GROUPS
+                       and isinstance(f[group], h5py.Group) for name, ds in f[group].items()
+                       if isinstance(ds, h5py.Dataset)},
             )
         except (KeyError, ValueError) as exc:
             raise GenmemError(f"{path} is a damaged genmem results file ({exc}); re-run the command that made it") from None
+
+
+def add_views(path, views, attrs=None):
+    """Add or replace analysis datasets in an existing results file, atomically.
+
+    Parameters
+    ----------
+    path : path-like
+        A complete genmem results file.
+    views : dict of str to ndarray
+        ``"group/name"`` → array with one row per example (e.g.
+        ``{"influence/self": values}``); the group must not be one of the
+        run's own (``data``, ``folds``, ``scores``, ``units``).
+    attrs : dict of str to dict, optional
+        Attributes per key (of ``views`` or of their groups), e.g. the method
+        and parameters that produced them; values that are not str, int, float
+        or bool are stored as JSON.
+    """
+    path = Path(path)
+    with _open(path) as f:
+        n = f["folds/assignment"].shape[1]
+        if not f.attrs.get("complete", False):
+            raise GenmemError(f"{path} holds an unfinished run; finish it with the same 'genmem kfold' command first")
+    for key, value in views.items():
+        group = key.split("/", 1)[0]
+        if "/" not in key or group in _RUN_GROUPS:
+            raise GenmemError(f"view name {key!r} must be 'group/name' outside {', '.join(_RUN_GROUPS)}")
+        if len(value) != n:
+            raise GenmemError(f"view {key!r} has {len(value)} rows but the run has {n} examples")
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        shutil.copyfile(path, tmp)
+        with h5py.File(tmp, "r+") as f:
+            for key, value in views.items():
+                if key in f:
+                    del f[key]
+                f[key] = value
+            for key, values in (attrs or {}).items():
+                for name, value in values.items():
+                    ok = isinstance(value, (str, int, float, bool, np.integer, np.floating))
+                    f[key].attrs[name] = value if ok else json.dumps(value, sort_keys=True)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()

@@ -35,6 +35,9 @@ class KFoldResult:
         The exact array the density model saw.
     images : ndarray [N, ...] or None
         The examples as images in [0, 1], for plots.
+    views : dict of str to ndarray [N, ...]
+        Later analyses of the same examples (``"influence/self"``,
+        ``"neighbours/distance"``, ...), see :func:`genmem.results.add_views`.
     """
 
     loglik: np.ndarray
@@ -49,6 +52,7 @@ class KFoldResult:
     extras: dict = field(default_factory=dict)
     x: np.ndarray = None
     images: np.ndarray = None
+    views: dict = field(default_factory=dict)
 
     @property
     def complete(self):
@@ -64,11 +68,17 @@ class KFoldResult:
     def n_examples(self):
         return self.assignment.shape[1]
 
+    def values(self, name):
+        """The per-example array ``name``: a score (``"memorization"``, ...) or a view (``"influence/self"``)."""
+        found = self.scores.get(name, self.views.get(name))
+        if found is None:
+            available = ", ".join([*self.scores, *self.views]) or "none"
+            raise GenmemError(f"the result has no score {name!r}; available: {available}")
+        return found
+
     def top(self, n=20, by="memorization"):
-        """Indices (into the run's rows) of the ``n`` highest values of score ``by``, highest first."""
-        values = self.scores.get(by)
-        if values is None:
-            raise GenmemError(f"the result has no score {by!r}; available: {', '.join(self.scores) or 'none'}")
+        """Indices (into the run's rows) of the ``n`` highest values of ``by``, highest first."""
+        values = self.values(by)
         order = np.argsort(-values, kind="stable")
         return order[: min(n, len(order))]
 
