@@ -1,4 +1,5 @@
 """The K-fold runner end to end with the KDE as oracle."""
+import json
 import math
 
 import h5py
@@ -154,3 +155,27 @@ def test_bad_data(X, msg):
 def test_unknown_model_name():
     with pytest.raises(GenmemError, match="unknown model"):
         genmem.kfold("flow", np.zeros((4, 2)), folds=2)
+
+
+def test_views_are_added_atomically_and_rank_in_top(tmp_path, rng):
+    from click.testing import CliRunner
+
+    from genmem.cli import main
+    from genmem.results import add_views
+
+    X = rng.normal(size=(12, 2))
+    out = tmp_path / "r.h5"
+    genmem.kfold(KDE(0.5), X, folds=3, out=out)
+    values = np.arange(12.0)[::-1]
+    add_views(out, {"neighbours/distance": values}, attrs={"neighbours/distance": {"metric": "cosine", "q": [1, 2]}})
+    back = genmem.read_result(out)
+    np.testing.assert_array_equal(back.views["neighbours/distance"], values)
+    assert list(back.top(3, by="neighbours/distance")) == [0, 1, 2]
+    with h5py.File(out) as f:
+        assert f["neighbours/distance"].attrs["metric"] == "cosine"
+    ranked = CliRunner().invoke(main, ["top", str(out), "-n", "2", "--by", "neighbours/distance", "--json"])
+    assert [r["row"] for r in json.loads(ranked.stdout)] == [0, 1]
+    with pytest.raises(GenmemError, match="rows"):
+        add_views(out, {"neighbours/distance": values[:5]})
+    with pytest.raises(GenmemError, match="group/name"):
+        add_views(out, {"scores/memorization": values})
