@@ -67,6 +67,7 @@ def _fingerprint(config):
     """Hash of everything that determines the numbers of a run."""
     identity = json.loads(json.dumps(config))
     identity.pop("units_per_batch", None)
+    identity.pop("artifact_dir", None)
     for key in RUNTIME_PARAMS:
         identity["model"]["params"].pop(key, None)
     return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
@@ -135,7 +136,10 @@ def kfold(model, X, *, folds=10, repeats=1, seed=0, estimator=DEFAULT_ESTIMATOR,
     out : path-like, optional
         Results file. Progress goes to ``OUT.partial``; an existing complete
         file of the same run is returned as it is; a different run is
-        refused unless ``force``.
+        refused unless ``force``. Models that save per-unit files (the VAE's
+        checkpoints) put them in the folder ``OUT`` with the suffix
+        ``.units`` (``run.h5`` → ``run.units/``), recorded in the config as
+        ``artifact_dir`` relative to the results file.
     force : bool, default=False
         Overwrite ``out`` (and discard its partial progress).
     progress : bool, default=False
@@ -185,6 +189,8 @@ def kfold(model, X, *, folds=10, repeats=1, seed=0, estimator=DEFAULT_ESTIMATOR,
 
     out = None if out is None else Path(out)
     partial = None if out is None else out.with_name(out.name + ".partial")
+    artifact_dir = None if out is None else out.with_suffix(".units")
+    config["artifact_dir"] = None if out is None else artifact_dir.name
     if out is not None:
         previous = _existing(out, partial, config["fingerprint"], force)
         if previous is not None and previous.complete:
@@ -196,7 +202,7 @@ def kfold(model, X, *, folds=10, repeats=1, seed=0, estimator=DEFAULT_ESTIMATOR,
             result.extras = previous.extras
             log.info("resuming %s: %d of %d units already done", partial, result.done.sum(), result.done.size)
 
-    _run_units(model, X, result, units_per_batch, partial, progress)
+    _run_units(model, X, result, units_per_batch, partial, artifact_dir, progress)
     result.scores = memorization_scores(result.loglik, assignment, estimator)
     result.meta["created"] = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
     if out is not None:
@@ -206,13 +212,12 @@ def kfold(model, X, *, folds=10, repeats=1, seed=0, estimator=DEFAULT_ESTIMATOR,
     return result
 
 
-def _run_units(model, X, result, units_per_batch, partial, progress):
+def _run_units(model, X, result, units_per_batch, partial, artifact_dir, progress):
     """Fit the pending units batch by batch, saving progress to ``partial`` after each."""
     from tqdm.auto import tqdm
 
     pending = [(r, k) for r, k in zip(*np.nonzero(~result.done))]
     x_full, images = result.x, result.images
-    artifact_dir = None
     with tqdm(total=result.done.size, initial=int(result.done.sum()), desc="units", unit="unit",
               file=sys.stderr, disable=not progress) as bar:
         for start in range(0, len(pending), units_per_batch):
