@@ -34,8 +34,11 @@ def main(verbose):
 
 from .info import info  # noqa: E402
 from .kfold import kfold  # noqa: E402
+from .neighbours import ct, neighbours  # noqa: E402
 from .top import top  # noqa: E402
 
 main.add_command(kfold)
 main.add_command(top)
 main.add_command(info)
+main.add_command(neighbours)
+main.add_command(ct)
