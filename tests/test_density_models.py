@@ -61,7 +61,7 @@ def test_scoring_in_pieces_equals_scoring_at_once(name, data):
     model = small(name).fit(data, rng=0)
     whole = model.log_prob(data)
     pieces = np.concatenate([model.log_prob(data[:7]), model.log_prob(data[7:])])
-    np.testing.assert_allclose(pieces, whole, rtol=1e-9, atol=1e-9)
+    np.testing.assert_allclose(pieces, whole, rtol=1e-6, atol=1e-6)  # float32 models round differently per batch
 
 
 @pytest.mark.parametrize("name", sorted(MODELS))

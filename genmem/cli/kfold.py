@@ -5,12 +5,14 @@ from pathlib import Path
 
 import click
 import numpy as np
+from click.core import ParameterSource
 
 from ..data import load_dataset, prepare
 from ..device import DEVICES
 from ..errors import GenmemError
 from ..memorization import ESTIMATORS, kfold as run_kfold
 from ..models import MODELS, make_model
+from ..models.vae import PRESETS
 
 
 def _bandwidth(value):
@@ -20,18 +22,51 @@ def _bandwidth(value):
         return value
 
 
-def model_params(name, options):
+def _widths(ctx, param, value):
+    if value is None or isinstance(value, tuple):
+        return value
+    try:
+        return tuple(int(w) for w in value.split(",") if w.strip())
+    except ValueError:
+        raise click.BadParameter(f"expected comma-separated layer widths such as 512,256; got {value!r}") from None
+
+
+#: VAE options passed to the model only when given (the model's defaults live in the VAE class).
+VAE_OPTIONS = ("latent_dim", "hidden", "arch", "likelihood", "epochs", "batch_size", "lr", "num_samples",
+               "checkpoints", "eval_every")
+
+
+def model_params(name, options, prepared):
     """The model constructor arguments the command-line options ask for."""
     if name == "kde":
         return {"bandwidth": _bandwidth(options["bandwidth"])}
     if name == "gmm":
         return {"n_components": options["components"], "covariance_type": options["covariance"],
                 "n_init": options["n_init"], "reg_covar": options["reg_covar"], "max_iter": options["max_iter"]}
-    return {}
+    params = {key: options[key] for key in VAE_OPTIONS if options[key] is not None}
+    if prepared.info.get("binarize") == "dynamic":
+        params["binarize"] = "dynamic"
+    if prepared.info.get("pca") is None:
+        params["image_shape"] = tuple(prepared.images.shape[1:])
+    return params
+
+
+def _apply_preset(ctx, args):
+    """Fill the options the user did not give from ``--preset``."""
+    preset = PRESETS[args["preset"]]
+    values = {"model_name": "vae", "dataset": preset["dataset"], "folds": preset["folds"],
+              "repeats": preset["repeats"], **preset["prepare"],
+              **{key: preset["model"][key] for key in VAE_OPTIONS if key in preset["model"]}}
+    for key, value in values.items():
+        if ctx.get_parameter_source(key) in (None, ParameterSource.DEFAULT):
+            args[key] = value
 
 
 @click.command()
-@click.option("--model", "model_name", type=click.Choice(sorted(MODELS)), required=True, help="Density model.")
+@click.option("--model", "model_name", type=click.Choice(sorted(MODELS)), help="Density model.")
+@click.option("--preset", type=click.Choice(sorted(PRESETS)),
+              help="Published settings (vdb-bmnist: van den Burg & Williams' BinarizedMNIST VAE); "
+                   "options given explicitly override it.")
 @click.option("--folds", "-k", default=10, show_default=True, help="K: folds per repeat (2 ≤ K ≤ N).")
 @click.option("--repeats", "-r", default=1, show_default=True, help="R: independent fold partitions.")
 @click.option("--dataset", default="digits", show_default=True,
@@ -41,7 +76,8 @@ def model_params(name, options):
 @click.option("--limit", type=int, help="Use only the first N examples of the split.")
 @click.option("--pca", type=int, help="Project onto this many principal components first.")
 @click.option("--binarize", type=click.Choice(["fixed", "dynamic"]), help="Binarize pixels (dynamic: VAE only).")
-@click.option("--dequantize", is_flag=True, help="Uniform dequantization of discrete pixel values.")
+@click.option("--dequantize/--no-dequantize", default=None,
+              help="Uniform dequantization of discrete pixel values [default: on for the VAE on grey levels].")
 @click.option("--pad-to", type=int, help="Zero-pad square images to this size (e.g. 32).")
 @click.option("--bandwidth", default="scott", show_default=True, help="KDE: float, scott, silverman or cv.")
 @click.option("--components", default=10, show_default=True, help="GMM: mixture components.")
@@ -50,6 +86,17 @@ def model_params(name, options):
 @click.option("--n-init", default=1, show_default=True, help="GMM: initialisations, best kept.")
 @click.option("--reg-covar", default=1e-6, show_default=True, help="GMM: added to covariance diagonals.")
 @click.option("--max-iter", default=100, show_default=True, help="GMM: EM iterations at most.")
+@click.option("--latent-dim", type=int, help="VAE: latent size.")
+@click.option("--hidden", callback=_widths, help="VAE: encoder widths, e.g. 512,256 (decoder mirrors).")
+@click.option("--arch", type=click.Choice(["mlp", "conv"]), help="VAE: encoder/decoder architecture.")
+@click.option("--likelihood", type=click.Choice(["bernoulli", "logit-normal", "gaussian"]),
+              help="VAE: p(x|z) [default: from the data].")
+@click.option("--epochs", type=int, help="VAE: training epochs.")
+@click.option("--batch-size", type=int, help="VAE: minibatch size.")
+@click.option("--lr", type=float, help="VAE: Adam learning rate.")
+@click.option("--num-samples", type=int, help="VAE: importance samples per example for log p.")
+@click.option("--checkpoints", type=int, help="VAE: checkpoints saved per unit (for influence).")
+@click.option("--eval-every", type=int, help="VAE: also evaluate log p every E epochs (/units/loglik_epochs).")
 @click.option("--estimator", type=click.Choice(ESTIMATORS), default=ESTIMATORS[0], show_default=True,
               help="Estimator stored as /scores/memorization (both are stored).")
 @click.option("--units-per-batch", type=int, help="Units fitted together (default: K).")
@@ -59,20 +106,31 @@ def model_params(name, options):
 @click.option("--force", is_flag=True, help="Overwrite an existing results file of another run.")
 @click.option("--no-store-data", is_flag=True, help="Do not store the data array and images in the file.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
-def kfold(model_name, folds, repeats, dataset, data_dir, split, limit, pca, binarize, dequantize, pad_to,
-          estimator, units_per_batch, seed, device, out, force, no_store_data, quiet, **options):
+@click.pass_context
+def kfold(ctx, **args):
     """Train K×R held-out models and score every example's memorization.
 
     M_i = log p(x_i | D) − log p(x_i | D without x_i), in nats, estimated from
     the models that trained on x_i and those that held it out.
     """
+    if args["preset"]:
+        _apply_preset(ctx, args)
+    if args["model_name"] is None:
+        raise GenmemError("no model chosen; pass --model kde, gmm or vae (or a --preset)")
+    _run(**args)
+
+
+def _run(model_name, preset, folds, repeats, dataset, data_dir, split, limit, pca, binarize, dequantize, pad_to,
+         estimator, units_per_batch, seed, device, out, force, no_store_data, quiet, **options):
     data = load_dataset(dataset, data_dir=data_dir, split=split)
     if limit is not None:
         if limit < 2:
             raise GenmemError(f"--limit must be at least 2; got {limit}")
         data = dataclasses.replace(data, x=data.x[:limit], labels=data.labels[:limit], index=data.index[:limit])
+    if dequantize is None:  # the VAE's logit-normal needs continuous values: dequantize grey levels
+        dequantize = model_name == "vae" and binarize is None and (data.levels or 0) > 2
     prepared = prepare(data, pca=pca, binarize=binarize, dequantize=dequantize, pad_to=pad_to, seed=seed)
-    model = make_model(model_name, **model_params(model_name, options))
+    model = make_model(model_name, **model_params(model_name, options, prepared))
     name = dataset.split(":", 1)[-1]
     out = Path(out or f"{Path(name).stem}-{model_name}-k{folds}.h5")
     click.echo(f"genmem kfold: {model_name} on {dataset} ({prepared.X.shape[0]} examples, "

@@ -2,8 +2,9 @@
 from .base import DensityModel
 from .gmm import GMM
 from .kde import KDE, kde_loo_memorization
+from .vae import VAE
 
-MODELS = {cls.name: cls for cls in (KDE, GMM)}
+MODELS = {cls.name: cls for cls in (KDE, GMM, VAE)}
 
 
 def make_model(name, **params):
@@ -15,4 +16,4 @@ def make_model(name, **params):
     return MODELS[name](**params)
 
 
-__all__ = ["DensityModel", "GMM", "KDE", "kde_loo_memorization", "MODELS", "make_model"]
+__all__ = ["DensityModel", "GMM", "KDE", "VAE", "kde_loo_memorization", "MODELS", "make_model"]

@@ -1,0 +1,766 @@
+"""A Pyro VAE whose K-fold units train together, with importance-sampled log p per example.
+
+One unit is the VAE of :mod:`genmem.models.vae_nets`: encoder/decoder
+``nn.Module`` s, a Pyro model/guide pair (:class:`~genmem.models.vae_nets.VAEModel`,
+:class:`~genmem.models.vae_nets.VAEGuide`) and the objective of Pyro's
+``Trace_ELBO`` (single-sample, ``log p(x|z) + log p(z) − log q(z|x)``).
+:meth:`VAE.fit_units` trains U units at once: every weight carries a leading
+unit dimension and the single-unit modules run through ``torch.func.vmap``;
+each unit draws minibatches from its own training rows only, has its own
+elementwise Adam state and step count, and takes every random number —
+initial weights, minibatch order, dynamic binarization, the
+reparameterisation ε, the importance samples — from streams seeded by its own
+seed. A unit therefore gets the same numbers whatever units it trains beside
+(up to float rounding of batched matrix products), so runs can resume and be
+distributed. Pyro's ``SVI`` cannot take per-unit generators, so the loop is
+written out; ``tests/test_vae.py`` shows that its loss and gradients equal
+``pyro.infer.Trace_ELBO`` on the Pyro model/guide for the same ε.
+
+Epochs with unequal training sets: an epoch of unit u is one pass over its
+own ``n_u`` rows in a fresh random order, ``ceil(n_u / batch_size)`` Adam
+steps, the last one on the remaining rows (the reference code's
+``DataLoader(shuffle=True)``). Batched units step in lockstep for the largest
+count; a unit with fewer steps sits out the extra steps (no update, its Adam
+moments and step count untouched), so alone and batched it takes exactly the
+same steps.
+"""
+import logging
+import math
+import numbers
+import warnings
+from collections import OrderedDict
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.func import functional_call, vmap
+
+from ..device import resolve_device
+from ..errors import GenmemError
+from ..validation import check_data
+from .base import DensityModel, as_seed, torch_generator
+from .vae_nets import ARCHS, LIKELIHOODS, Likelihood, VAEGuide, VAEModel, VAENet, init_parameters
+
+log = logging.getLogger(__name__)
+
+#: Threshold that turns grey values into the binary images scored by a model
+#: trained with ``binarize="dynamic"`` (the same for every unit, so log p is
+#: comparable across units).
+EVAL_BINARIZE_THRESHOLD = 0.5
+
+#: Steps whose random numbers a unit draws in one call per stream.
+NOISE_BLOCK = 16
+
+CHECKPOINT_FORMAT = "genmem-vae-checkpoint"
+CHECKPOINT_VERSION = 1
+
+#: Settings of published experiments. ``"model"`` holds :class:`VAE` keyword
+#: arguments, ``"dataset"``/``"prepare"`` the data (:func:`genmem.data.load_dataset`,
+#: :func:`genmem.data.prepare`), and ``"folds"``/``"repeats"`` (K, R) are
+#: settings of the K-fold runner, not of the model.
+PRESETS = {
+    "vdb-bmnist": {
+        "description": "van den Burg & Williams (2021), BinarizedMNIST: MNIST padded to 32x32, "
+        "dynamic binarization, Bernoulli MLP VAE 512-256, latent 16, Adam 1e-3, batch 64, 100 epochs, "
+        "IS with 256 samples, K=10 folds x R=10 repeats",
+        "dataset": "mnist",
+        "prepare": {"pad_to": 32, "binarize": "dynamic"},
+        "model": {
+            "arch": "mlp", "hidden": (512, 256), "latent_dim": 16, "likelihood": "bernoulli", "image_shape": (32, 32),
+            "binarize": "dynamic", "lr": 1e-3, "batch_size": 64, "epochs": 100, "num_samples": 256,
+        },
+        "folds": 10,
+        "repeats": 10,
+    },
+}
+
+_DTYPES = {"float32": torch.float32, "float64": torch.float64}
+
+
+def _unit_streams(seed):
+    """Integer seeds of a unit's three streams: initial weights, training noise, evaluation noise."""
+    children = np.random.SeedSequence(int(seed)).spawn(3)
+    return [int(c.generate_state(1, dtype=np.uint64)[0] >> np.uint64(1)) for c in children]
+
+
+def _is_int(value):
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+
+
+def _is_real(value):
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
+class _UnitAdam:
+    """``torch.optim.Adam`` over per-unit views of stacked parameters.
+
+    Each unit's slice ``p[u]`` of a stacked parameter is a separate tensor to
+    the optimizer (sharing storage with the stack), so every unit has its
+    own moments and step count; a unit that sits out a step gets no gradient
+    and PyTorch's Adam leaves it, its moments and its step count untouched.
+    """
+
+    def __init__(self, params, lr):
+        self.views = [[p[u].detach() for p in params] for u in range(params[0].shape[0])]
+        views = [v for unit in self.views for v in unit]
+        try:  # one fused kernel per tensor: far the fastest, on CPU too (PyTorch >= 2.4)
+            self.optimizer = torch.optim.Adam(views, lr=lr, fused=True)
+        except RuntimeError:
+            self.optimizer = torch.optim.Adam(views, lr=lr)
+
+    def step(self, grads, active):
+        """Apply ``grads`` (stacked, [U, ...] each) to the units where ``active`` (bool array [U]) is true."""
+        # fused Adam reads gradients as if contiguous (PyTorch 2.13 on CPU ignores their strides)
+        grads = [g.contiguous() for g in grads]
+        for u, (unit, on) in enumerate(zip(self.views, active)):
+            for view, grad in zip(unit, grads):
+                view.grad = grad[u] if on else None
+        self.optimizer.step()
+
+    def steps(self, u):
+        """Adam steps unit ``u`` has taken."""
+        state = self.optimizer.state.get(self.views[u][0], {})
+        return int(state["step"]) if "step" in state else 0
+
+
+class _Units:
+    """U VAE units: parameters stacked on a leading unit dimension, run through ``vmap``."""
+
+    def __init__(self, template, params, likelihood):
+        self.template = template  # a VAENet on the meta device: structure only
+        self.params = params  # name -> Tensor [U, ...]
+        self.likelihood = likelihood
+        self.enc = {k[len("encoder."):]: v for k, v in params.items() if k.startswith("encoder.")}
+        self.dec = {k[len("decoder."):]: v for k, v in params.items() if k.startswith("decoder.")}
+        self.log_scale = params.get("decoder.log_scale")
+
+    @classmethod
+    def from_nets(cls, nets, template, likelihood):
+        """Stack the parameters of single-unit ``nets`` (VAENet) into U units shaped like ``template``."""
+        per_net = [dict(net.named_parameters()) for net in nets]
+        params = OrderedDict(
+            (n, torch.stack([p[n].detach() for p in per_net])) for n, _ in template.named_parameters()
+        )
+        return cls(template, params, likelihood)
+
+    def unit_state(self, u):
+        """The ``state_dict`` of unit ``u`` alone (CPU copies, plain single-model names)."""
+        return OrderedDict((name, p[u].detach().cpu().clone()) for name, p in self.params.items())
+
+    def encode(self, x, shared):
+        """``(loc, scale)`` [U, B, L] for rows ``x`` ([B, D] if ``shared`` else [U, B, D])."""
+        fn = lambda p, xb: functional_call(self.template.encoder, p, (xb,))  # noqa: E731
+        return vmap(fn, in_dims=(0, None if shared else 0))(self.enc, x)
+
+    def decode(self, z):
+        """Decoder outputs [U, ..., D] for latents ``z`` [U, ..., L]."""
+        fn = lambda p, zb: functional_call(self.template.decoder, p, (zb,))  # noqa: E731
+        out = vmap(fn)(self.dec, z.reshape(z.shape[0], -1, z.shape[-1]))
+        return out.reshape(*z.shape[:-1], out.shape[-1])
+
+    def log_weights(self, data, loc, scale, eps):
+        """``log p(x|z) + log p(z) − log q(z|x)`` at ``z = loc + scale·ε``, [U, B, S].
+
+        ``data`` is :meth:`Likelihood.data_terms` of the rows (x of shape
+        [U or 1, B, D]), ``loc``/``scale`` are [U, B, L] and ``eps`` is
+        [U, B or 1, S, L]. The latent terms are summed log-densities of
+        standard normals: ``log p(z) − log q(z|x) = Σ_l (−z²/2 + ε²/2 + log σ_l)``.
+        """
+        z = torch.addcmul(loc.unsqueeze(2), scale.unsqueeze(2), eps)
+        log_px = self.likelihood.log_prob_rows(self.decode(z), self.log_scale, *data)
+        latent = 0.5 * (eps.square().sum(-1) - z.square().sum(-1)) + torch.log(scale).sum(-1, keepdim=True)
+        return log_px + latent
+
+
+class VAE(DensityModel):
+    """Variational autoencoder (Pyro model/guide) with importance-sampled per-example log p.
+
+    Parameters
+    ----------
+    latent_dim : int, default=8
+        Size L of the latent z ~ N(0, I).
+    hidden : tuple of int, default=(128, 64)
+        Encoder widths (MLP) or channel counts of stride-2 convolutions
+        (``arch="conv"``); the decoder mirrors them.
+    arch : {"mlp", "conv"}, default="mlp"
+        ``"conv"`` needs ``image_shape`` with H and W divisible by
+        ``2 ** len(hidden)`` (e.g. 32×32×C).
+    image_shape : tuple of int, optional
+        ``(H, W)`` or ``(H, W, C)``; rows of X are images flattened in that
+        (NumPy) order. Needed for ``arch="conv"`` only.
+    likelihood : {"auto", "bernoulli", "logit-normal", "gaussian"}, default="auto"
+        ``p(x | z)``. ``"bernoulli"`` for binary pixels; ``"logit-normal"`` for
+        values in [0, 1] (e.g. dequantized grey levels): the reference's
+        Gaussian in logit space with its Jacobian, a proper density (see
+        :class:`~genmem.models.vae_nets.Likelihood`); ``"gaussian"`` for real
+        values. ``"auto"`` picks ``"bernoulli"`` for binary X or
+        ``binarize="dynamic"``, ``"logit-normal"`` for X in [0, 1] and
+        ``"gaussian"`` otherwise (resolved by :meth:`resolve`/:meth:`fit`).
+    decoder_scale : "learned" or float, default="learned"
+        Standard deviation of the Gaussian likelihoods: one learned value per
+        feature (floored at e⁻⁷), or a fixed float.
+    logit_lambda : float, default=0.05
+        The squeeze λ of ``"logit-normal"`` (the reference's value).
+    binarize : {None, "dynamic"}, default=None
+        ``"dynamic"``: X holds grey values in [0, 1]; each minibatch is
+        binarized afresh as Bernoulli(X) (the reference's dynamic
+        binarization); log p is computed for the fixed binarization
+        ``X > 0.5`` (:data:`EVAL_BINARIZE_THRESHOLD`).
+    epochs : int, default=80
+    batch_size : int, default=64
+    lr : float, default=2e-3
+        Adam learning rate (betas 0.9, 0.999, eps 1e-8), constant.
+    num_samples : int, default=256
+        Importance samples S per example in :meth:`log_prob`.
+    eval_chunk : int, default=2048
+        Examples × samples evaluated at once per unit; memory of the
+        evaluation is about ``U · eval_chunk · max(D, widths)`` numbers.
+        The default keeps a CPU's caches busy; on a GPU, 65536 or more pays.
+    checkpoints : int, default=0
+        Number of training checkpoints saved per unit by :meth:`fit_units`
+        (see :meth:`checkpoint_epochs`); 0 saves none.
+    eval_every : int, optional
+        :meth:`fit_units` also evaluates log p every this many epochs during
+        training (see :meth:`eval_epochs`).
+    device : str, default="cpu"
+        ``"cpu"``, ``"cuda"`` or ``"auto"``.
+    dtype : {"float32", "float64"}, default="float32"
+
+    Attributes
+    ----------
+    net_ : VAENet
+        The trained encoder/decoder (after :meth:`fit` or :meth:`from_checkpoint`).
+    seed_ : int
+        The seed the model was trained with; it also fixes the importance samples.
+    n_features_ : int
+    likelihood_ : str
+        The resolved likelihood.
+    train_loss_ : ndarray [epochs]
+        Mean negative ELBO per training example in each epoch (after :meth:`fit`).
+
+    Notes
+    -----
+    The importance-sampling estimate of unit u for example x is
+    ``logsumexp_s[log p(x|z_s) + log p(z_s) − log q(z_s|x)] − log S`` with
+    ``z_s = loc(x) + scale(x)·ε_s``; the S draws ``ε_s`` come from the unit's
+    evaluation stream and are shared by all examples, so an example's score
+    does not depend on which other rows are scored with it or on chunking.
+    """
+
+    name = "vae"
+
+    def __init__(self, *, latent_dim=8, hidden=(128, 64), arch="mlp", image_shape=None, likelihood="auto",
+                 decoder_scale="learned", logit_lambda=0.05, binarize=None, epochs=80, batch_size=64, lr=2e-3,
+                 num_samples=256, eval_chunk=2048, checkpoints=0, eval_every=None, device="cpu",
+                 dtype="float32"):
+        self.latent_dim = latent_dim
+        self.hidden = hidden
+        self.arch = arch
+        self.image_shape = image_shape
+        self.likelihood = likelihood
+        self.decoder_scale = decoder_scale
+        self.logit_lambda = logit_lambda
+        self.binarize = binarize
+        self.epochs = epochs
+        self.batch_size = batch_size
+        self.lr = lr
+        self.num_samples = num_samples
+        self.eval_chunk = eval_chunk
+        self.checkpoints = checkpoints
+        self.eval_every = eval_every
+        self.device = device
+        self.dtype = dtype
+
+    # -- parameters -------------------------------------------------------
+    def _bad(self, name, allowed):
+        return GenmemError(f"The {name!r} parameter of VAE must be {allowed}; got {getattr(self, name)!r}")
+
+    def _validate(self):
+        for name in ("latent_dim", "epochs", "batch_size", "num_samples", "eval_chunk"):
+            value = getattr(self, name)
+            if not _is_int(value) or value < 1:
+                raise self._bad(name, "a positive int")
+        if not _is_int(self.checkpoints) or not 0 <= self.checkpoints <= self.epochs:
+            raise self._bad("checkpoints", f"an int in [0, epochs={self.epochs}]")
+        if self.eval_every is not None and (not _is_int(self.eval_every) or not 1 <= self.eval_every <= self.epochs):
+            raise self._bad("eval_every", f"None or an int in [1, epochs={self.epochs}]")
+        hidden = self.hidden
+        if not isinstance(hidden, (tuple, list)) or not all(_is_int(h) and h > 0 for h in hidden):
+            raise self._bad("hidden", "a tuple of positive ints, e.g. (512, 256)")
+        if self.arch not in ARCHS:
+            raise self._bad("arch", f"one of {', '.join(ARCHS)}")
+        if self.likelihood not in ("auto",) + LIKELIHOODS:
+            raise self._bad("likelihood", f"one of auto, {', '.join(LIKELIHOODS)}")
+        scale = self.decoder_scale
+        if scale != "learned" and not (_is_real(scale) and math.isfinite(scale) and scale > 0):
+            raise self._bad("decoder_scale", "'learned' or a positive float")
+        if not (_is_real(self.logit_lambda) and 0 < self.logit_lambda < 0.5):
+            raise self._bad("logit_lambda", "a float in (0, 0.5)")
+        if self.binarize not in (None, "dynamic"):
+            raise self._bad("binarize", "None or 'dynamic'")
+        if self.binarize == "dynamic" and self.likelihood not in ("auto", "bernoulli"):
+            raise self._bad("likelihood", "'bernoulli' (or 'auto') with binarize='dynamic'")
+        if not (_is_real(self.lr) and math.isfinite(self.lr) and self.lr > 0):
+            raise self._bad("lr", "a positive float")
+        if self.dtype not in _DTYPES:
+            raise self._bad("dtype", "'float32' or 'float64'")
+        shape = self.image_shape
+        if shape is not None and (not isinstance(shape, (tuple, list)) or len(shape) not in (2, 3)
+                                  or not all(_is_int(s) and s > 0 for s in shape)):
+            raise self._bad("image_shape", "None or (H, W) or (H, W, C) of positive ints")
+        if self.arch == "conv":
+            if shape is None or not hidden:
+                raise GenmemError("arch='conv' needs image_shape=(H, W[, C]) and at least one entry in hidden")
+            shrink = 2 ** len(hidden)
+            if shape[0] % shrink or shape[1] % shrink:
+                raise GenmemError(
+                    f"arch='conv' with {len(hidden)} stride-2 layers needs H and W divisible by {shrink}; "
+                    f"got image_shape={tuple(shape)} (pad the images, e.g. to 32x32, or use fewer layers)"
+                )
+
+    def _resolved_likelihood(self, X):
+        if self.likelihood != "auto":
+            return self.likelihood
+        if self.binarize == "dynamic" or np.isin(X, (0.0, 1.0)).all():
+            return "bernoulli"
+        return "logit-normal" if X.min() >= 0.0 and X.max() <= 1.0 else "gaussian"
+
+    def resolve(self, X):
+        """A copy with ``likelihood`` and ``device`` made concrete for data ``X`` [N, D]."""
+        X = check_data(X)
+        self._validate()
+        return self.clone(likelihood=self._resolved_likelihood(X), device=str(resolve_device(self.device)))
+
+    def _setup(self, X):
+        """Validate parameters and data; returns (data as float64, likelihood name, device, dtype)."""
+        X = check_data(X)
+        self._validate()
+        likelihood = self._resolved_likelihood(X)
+        d = X.shape[1]
+        if self.image_shape is not None and math.prod(self.image_shape) != d:
+            raise GenmemError(
+                f"image_shape {tuple(self.image_shape)} has {math.prod(self.image_shape)} pixels but X has {d} "
+                "features; pass the shape of the (padded) images X was flattened from"
+            )
+        if self.binarize == "dynamic" or likelihood == "logit-normal":
+            if X.min() < 0.0 or X.max() > 1.0:
+                why = "binarize='dynamic'" if self.binarize else "likelihood='logit-normal'"
+                raise GenmemError(
+                    f"{why} needs values in [0, 1]; X spans [{X.min():g}, {X.max():g}] "
+                    "(scale the data, e.g. prepare(..., scale=True))"
+                )
+        elif likelihood == "bernoulli" and not np.isin(X, (0.0, 1.0)).all():
+            raise GenmemError(
+                "likelihood='bernoulli' needs binary data but X has values other than 0 and 1; binarize it "
+                "(prepare(binarize='fixed')), pass binarize='dynamic', or use likelihood='logit-normal'"
+            )
+        return X, likelihood, resolve_device(self.device), _DTYPES[self.dtype]
+
+    def _likelihood(self, name):
+        scale = None if self.decoder_scale == "learned" else float(self.decoder_scale)
+        return Likelihood(name, scale, float(self.logit_lambda))
+
+    def _new_net(self, n_features, likelihood):
+        learn_scale = likelihood != "bernoulli" and self.decoder_scale == "learned"
+        with torch.device("meta"):
+            return VAENet(n_features, int(self.latent_dim), tuple(int(h) for h in self.hidden), self.arch,
+                          None if self.image_shape is None else tuple(self.image_shape), learn_scale)
+
+    def _config(self, n_features, likelihood):
+        """The model's parameters with the resolved likelihood, as plain Python values."""
+        config = {k: (list(v) if isinstance(v, tuple) else v) for k, v in self.get_params().items()}
+        config.update(likelihood=likelihood, n_features=int(n_features))
+        return config
+
+    def checkpoint_epochs(self):
+        """Epochs after which :meth:`fit_units` saves checkpoints.
+
+        ``round(epochs · i / checkpoints)`` for ``i = 1 … checkpoints``: evenly
+        spaced, the last at ``epochs``.
+        """
+        if not self.checkpoints:
+            return []
+        return sorted({int(round(self.epochs * (i + 1) / self.checkpoints)) for i in range(self.checkpoints)})
+
+    def eval_epochs(self):
+        """Epochs after which ``loglik_epochs`` is evaluated: ``eval_every, 2·eval_every, … ≤ epochs``."""
+        if self.eval_every is None:
+            return []
+        return list(range(self.eval_every, self.epochs + 1, self.eval_every))
+
+    # -- training -----------------------------------------------------------
+    def _train(self, X, masks, seeds, labels, likelihood, device, dtype, on_eval=None):
+        """Train one unit per row of ``masks`` together; returns (units, checkpoint records, train loss [U, E]).
+
+        ``labels`` name the units in error messages; ``on_eval(epoch, units)``
+        is called after each epoch of :meth:`eval_epochs`.
+        """
+        n_units = len(masks)
+        streams = [_unit_streams(s) for s in seeds]
+        nets = []
+        for init_seed, _, _ in streams:
+            net = self._new_net(X.shape[1], likelihood).to_empty(device="cpu").to(dtype)
+            nets.append(init_parameters(net, torch_generator(init_seed)).to(device))
+        units = _Units.from_nets(nets, self._new_net(X.shape[1], likelihood), self._likelihood(likelihood))
+        params = list(units.params.values())
+        for p in params:
+            p.requires_grad_(True)
+        adam = _UnitAdam(params, self.lr)
+        gens = [torch_generator(train_seed, device) for _, train_seed, _ in streams]
+
+        X_dev = torch.as_tensor(X, dtype=dtype, device=device)
+        rows = [torch.as_tensor(np.flatnonzero(m), device=device) for m in masks]
+        n = np.array([len(r) for r in rows])
+        if (n == 0).any():
+            raise GenmemError(f"{labels[int(np.argmin(n))]} has no training rows; every unit needs at least one")
+        size, dim, latent = int(self.batch_size), X.shape[1], int(self.latent_dim)
+        n_steps = -(-n // size)
+        steps = int(n_steps.max())
+        active = np.arange(steps)[None, :] < n_steps[:, None]
+        dynamic = self.binarize == "dynamic"
+        ckpt_epochs, eval_epochs = set(self.checkpoint_epochs()), set(self.eval_epochs())
+        records = [{"epochs": [], "lrs": [], "steps": [], "states": []} for _ in range(n_units)]
+        train_loss = np.empty((n_units, self.epochs))
+
+        for epoch in range(1, self.epochs + 1):
+            order = torch.empty((n_units, steps * size), dtype=torch.int64, device=device)
+            weight = torch.zeros((n_units, steps * size), dtype=dtype, device=device)
+            for u in range(n_units):
+                perm = rows[u][torch.randperm(int(n[u]), generator=gens[u], device=device)]
+                order[u, : n[u]] = perm
+                order[u, n[u]:] = perm[0]  # padding: a real row of the unit, weight 0
+                weight[u, : n[u]] = 1.0
+            epoch_loss = torch.zeros(n_units, dtype=dtype, device=device)
+            for first in range(0, steps, NOISE_BLOCK):
+                block = min(NOISE_BLOCK, steps - first)
+                eps = torch.zeros((n_units, block * size, latent), dtype=dtype, device=device)
+                noise = torch.zeros((n_units, block * size, dim), dtype=dtype, device=device) if dynamic else None
+                for u in range(n_units):
+                    count = int(min(max(n_steps[u] - first, 0), block)) * size
+                    if count:
+                        eps[u, :count] = torch.randn(count, latent, generator=gens[u], dtype=dtype, device=device)
+                        if dynamic:
+                            noise[u, :count] = torch.rand(count, dim, generator=gens[u], dtype=dtype, device=device)
+                for j in range(block):
+                    cols = slice((first + j) * size, (first + j + 1) * size)
+                    local = slice(j * size, (j + 1) * size)
+                    xb = X_dev[order[:, cols]]
+                    if dynamic:
+                        xb = (noise[:, local] < xb).to(dtype)
+                    loc, scale = units.encode(xb, shared=False)
+                    data = units.likelihood.data_terms(xb)
+                    log_w = units.log_weights(data, loc, scale, eps[:, local].unsqueeze(2))[..., 0]
+                    loss = -(log_w * weight[:, cols]).sum(1)
+                    grads = torch.autograd.grad(loss.sum(), params)
+                    adam.step(grads, active[:, first + j])
+                    epoch_loss += loss.detach()
+            train_loss[:, epoch - 1] = (epoch_loss / torch.as_tensor(n, dtype=dtype, device=device)).cpu().numpy()
+            bad = ~np.isfinite(train_loss[:, epoch - 1])
+            if bad.any():
+                u = int(np.flatnonzero(bad)[0])
+                raise GenmemError(
+                    f"training diverged: non-finite ELBO loss for {labels[u]} at epoch {epoch} "
+                    f"({int(bad.sum())} of {n_units} units in this batch); lower lr (now {self.lr}), use "
+                    "dtype='float64' or check the data; units finished before this batch are kept"
+                )
+            log.debug("epoch %d: mean loss per example %s", epoch, np.round(train_loss[:, epoch - 1], 3))
+            if epoch in ckpt_epochs:
+                for u, rec in enumerate(records):
+                    rec["epochs"].append(epoch)
+                    rec["lrs"].append(float(self.lr))
+                    rec["steps"].append(adam.steps(u))
+                    rec["states"].append(units.unit_state(u))
+            if epoch in eval_epochs and on_eval is not None:
+                on_eval(epoch, units)
+        for p in params:
+            p.requires_grad_(False)
+        return units, records, train_loss
+
+    # -- evaluation -----------------------------------------------------------
+    def _eval_data(self, X, device, dtype):
+        if self.binarize == "dynamic":
+            X = (X > EVAL_BINARIZE_THRESHOLD).astype(np.float64)
+        return torch.as_tensor(X, dtype=dtype, device=device)
+
+    def _eval_eps(self, seeds, num_samples, device, dtype):
+        """Importance-sampling draws ε [U, S, L], one set per unit from its evaluation stream."""
+        eps = [torch.randn(num_samples, int(self.latent_dim), dtype=dtype, device=device,
+                           generator=torch_generator(_unit_streams(s)[2], device)) for s in seeds]
+        return torch.stack(eps)
+
+    @torch.no_grad()
+    def _evaluate(self, units, X_dev, eps):
+        """Per-example IS log p, effective sample size and ELBO (float64 [U, N] each)."""
+        n_units, n_samples = eps.shape[:2]
+        n_rows = X_dev.shape[0]
+        chunk_samples = min(n_samples, int(self.eval_chunk))
+        chunk_rows = max(1, int(self.eval_chunk) // n_samples)
+        out = {k: torch.empty((n_units, n_rows), dtype=torch.float64) for k in ("loglik", "ess", "elbo")}
+        for start in range(0, n_rows, chunk_rows):
+            x = X_dev[start:start + chunk_rows]
+            loc, scale = units.encode(x, shared=True)
+            data = units.likelihood.data_terms(x.unsqueeze(0))
+            lse = lse2 = torch.full((n_units, x.shape[0]), -math.inf, dtype=torch.float64, device=x.device)
+            total = torch.zeros_like(lse)
+            for s0 in range(0, n_samples, chunk_samples):
+                e = eps[:, s0:s0 + chunk_samples].unsqueeze(1)
+                log_w = units.log_weights(data, loc, scale, e).to(torch.float64)
+                lse = torch.logaddexp(lse, torch.logsumexp(log_w, -1))
+                lse2 = torch.logaddexp(lse2, torch.logsumexp(2.0 * log_w, -1))
+                total += log_w.sum(-1)
+            sl = slice(start, start + x.shape[0])
+            out["loglik"][:, sl] = (lse - math.log(n_samples)).cpu()
+            out["ess"][:, sl] = torch.exp(2.0 * lse - lse2).cpu()
+            out["elbo"][:, sl] = (total / n_samples).cpu()
+        return {k: v.numpy() for k, v in out.items()}
+
+    @staticmethod
+    def _warn_ess(ess, n_samples):
+        median = float(np.median(ess))
+        if median < 2.0:
+            warnings.warn(
+                f"importance sampling is degenerate: median effective sample size {median:.2f} of "
+                f"{n_samples} samples; log p estimates are unreliable — raise num_samples or train longer",
+                stacklevel=3,
+            )
+
+    # -- the K-fold hook -------------------------------------------------------
+    def fit_units(self, X, train_masks, seeds, *, unit_keys=None, artifact_dir=None, progress=None):
+        """Train one VAE per unit, all together, and score every example under each.
+
+        Parameters
+        ----------
+        X : array [N, D]
+        train_masks : bool array [U, N]
+            Row u selects unit u's training rows.
+        seeds : sequence of int, length U
+            Unit u is seeded with ``seeds[u]`` only (weights, minibatches,
+            binarization, ε, importance samples).
+        unit_keys : list of (repeat, fold), optional
+            Names of the units in messages and checkpoint files (default ``(0, u)``).
+        artifact_dir : path-like, optional
+            With ``checkpoints > 0``, one file ``unit_r{r}_k{k}.pt`` per unit
+            (see :meth:`save_checkpoint`) is written here.
+        progress : callable, optional
+            Called with U once the units are trained and scored.
+
+        Returns
+        -------
+        dict of str to ndarray
+            ``"loglik"`` float64 [U, N]: IS estimate of log p of every row
+            under every unit (``num_samples`` samples); ``"ess"`` [U, N]: the
+            effective sample size ``(Σw)²/Σw²`` of each estimate;
+            ``"train_loss"`` [U, epochs]: mean negative ELBO per training
+            example in each epoch; with ``eval_every``, ``"loglik_epochs"``
+            [U, T, N] after each epoch of :meth:`eval_epochs`.
+        """
+        X, likelihood, device, dtype = self._setup(X)
+        masks = np.asarray(train_masks, dtype=bool)
+        n_units = len(masks)
+        if masks.ndim != 2 or masks.shape[1] != X.shape[0]:
+            raise GenmemError(f"train_masks must be a bool array [U, N={X.shape[0]}]; got shape {masks.shape}")
+        seeds = [int(s) for s in seeds]
+        if len(seeds) != n_units:
+            raise GenmemError(f"need one seed per unit: {n_units} masks but {len(seeds)} seeds")
+        if unit_keys is None:
+            unit_keys = [(0, u) for u in range(n_units)]
+        keys = [tuple(int(i) for i in k) for k in unit_keys]
+        labels = [f"unit {key}" for key in keys]
+        with _oom_guard(device, n_units, self.eval_chunk):
+            X_eval = self._eval_data(X, device, dtype)
+            eps = self._eval_eps(seeds, int(self.num_samples), device, dtype)
+            epoch_ll = []
+            units, records, train_loss = self._train(
+                X, masks, seeds, labels, likelihood, device, dtype,
+                on_eval=lambda epoch, units: epoch_ll.append(self._evaluate(units, X_eval, eps)["loglik"]),
+            )
+            final = self._evaluate(units, X_eval, eps)
+        self._warn_ess(final["ess"], int(self.num_samples))
+        out = {"loglik": final["loglik"], "ess": final["ess"], "train_loss": train_loss}
+        if self.eval_every is not None:
+            out["loglik_epochs"] = np.stack(epoch_ll, axis=1)
+        if artifact_dir is not None and self.checkpoints:
+            folder = Path(artifact_dir)
+            folder.mkdir(parents=True, exist_ok=True)
+            config = self._config(X.shape[1], likelihood)
+            for key, seed, rec in zip(keys, seeds, records):
+                self.save_checkpoint(folder / f"unit_r{key[0]}_k{key[1]}.pt", rec, config, seed, key)
+        if progress is not None:
+            progress(n_units)
+        return out
+
+    # -- one model -------------------------------------------------------------
+    def fit(self, X, *, rng=None):
+        """Train one VAE on all rows of ``X`` [N, D] (the batched trainer with U = 1); returns ``self``."""
+        X, likelihood, device, dtype = self._setup(X)
+        seed = as_seed(rng)
+        if seed is None:
+            seed = as_seed(np.random.default_rng())
+        with _oom_guard(device, 1, self.eval_chunk):
+            units, _, train_loss = self._train(X, np.ones((1, X.shape[0]), dtype=bool), [seed], ["the model"],
+                                               likelihood, device, dtype)
+        self._set_fitted(units.unit_state(0), X.shape[1], likelihood, seed)
+        self.train_loss_ = train_loss[0]
+        return self
+
+    def _set_fitted(self, state, n_features, likelihood, seed):
+        device, dtype = resolve_device(self.device), _DTYPES[self.dtype]
+        net = self._new_net(n_features, likelihood).to_empty(device=device).to(dtype)
+        net.load_state_dict(state)
+        self.net_ = net.requires_grad_(False)
+        self.n_features_, self.likelihood_, self.seed_ = int(n_features), likelihood, int(seed)
+        self._fitted = True
+
+    def _score(self, X, num_samples):
+        self._check_fitted()
+        X = check_data(X, n_features=self.n_features_)
+        device, dtype = resolve_device(self.device), _DTYPES[self.dtype]
+        n_samples = int(self.num_samples if num_samples is None else num_samples)
+        if n_samples < 1:
+            raise GenmemError(f"num_samples must be a positive int; got {num_samples!r}")
+        units = _Units.from_nets([self.net_], self._new_net(self.n_features_, self.likelihood_),
+                                 self._likelihood(self.likelihood_))
+        with _oom_guard(device, 1, self.eval_chunk):
+            X_eval = self._eval_data(X, device, dtype)
+            result = self._evaluate(units, X_eval, self._eval_eps([self.seed_], n_samples, device, dtype))
+        return {k: v[0] for k, v in result.items()}, n_samples
+
+    def log_prob(self, X, num_samples=None):
+        """Importance-sampled log p(x) of each row of ``X`` [N, D], float64 [N].
+
+        Parameters
+        ----------
+        X : array [N, D]
+        num_samples : int, optional
+            Importance samples S (default: the ``num_samples`` parameter).
+        """
+        result, n_samples = self._score(X, num_samples)
+        self._warn_ess(result["ess"], n_samples)
+        return result["loglik"]
+
+    def log_prob_and_ess(self, X, num_samples=None):
+        """``(log p [N], effective sample size [N])`` of each row, as in :meth:`log_prob`."""
+        result, _ = self._score(X, num_samples)
+        return result["loglik"], result["ess"]
+
+    def elbo(self, X, num_samples=None):
+        """Monte Carlo ELBO of each row (mean of the S log importance weights), float64 [N]."""
+        return self._score(X, num_samples)[0]["elbo"]
+
+    @torch.no_grad()
+    def sample(self, n, *, rng=None):
+        """Draw ``n`` rows [n, D] (float64) from the fitted model: z ~ N(0, I), x ~ p(x | z)."""
+        self._check_fitted()
+        if not _is_int(n) or n < 1:
+            raise GenmemError(f"n must be a positive int; got {n!r}")
+        device, dtype = resolve_device(self.device), _DTYPES[self.dtype]
+        gen = torch_generator(as_seed(rng), device)
+        z = torch.randn(int(n), int(self.latent_dim), generator=gen, dtype=dtype, device=device)
+        out = self.net_.decoder(z)
+        x = self._likelihood(self.likelihood_).sample(out, self.net_.decoder.log_scale, gen)
+        return x.cpu().numpy().astype(np.float64)
+
+    def pyro_model_guide(self):
+        """The fitted unit as a Pyro ``(model, guide)`` pair (:class:`VAEModel`, :class:`VAEGuide`).
+
+        They share this model's modules. ``pyro.infer.Trace_ELBO()(model,
+        guide)`` is an ``nn.Module`` whose loss is the negative ELBO that
+        :meth:`fit` minimises; its parameters live in the modules, not in
+        Pyro's global parameter store.
+        """
+        self._check_fitted()
+        model = VAEModel(self.net_.decoder, self._likelihood(self.likelihood_), int(self.latent_dim))
+        return model, VAEGuide(self.net_.encoder)
+
+    # -- checkpoints -----------------------------------------------------------
+    @staticmethod
+    def save_checkpoint(path, record, config, seed, unit):
+        """Write one unit's checkpoints to ``path`` (``torch.save``; loads with ``weights_only=True``).
+
+        The file holds a dict: ``format``, ``version``, ``config`` (the VAE
+        parameters, resolved ``likelihood`` and ``n_features``), ``seed``,
+        ``unit`` ([repeat, fold]) and, per checkpoint, ``epochs``, ``lrs``
+        (Adam learning rate), ``steps`` (Adam steps taken) and ``states``
+        (the unit's ``state_dict`` with single-model names ``encoder.*``,
+        ``decoder.*``).
+        """
+        torch.save({"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, "config": config,
+                    "seed": int(seed), "unit": [int(i) for i in unit], **record}, path)
+
+    @classmethod
+    def from_state_dict(cls, state_dict, *, n_features, seed, **params):
+        """A fitted :class:`VAE` with the weights ``state_dict`` (names of :class:`VAENet`).
+
+        Parameters
+        ----------
+        state_dict : mapping of str to Tensor
+            ``encoder.*`` and ``decoder.*`` weights, e.g. one entry of a
+            checkpoint's ``states``.
+        n_features : int
+            D, the number of features.
+        seed : int
+            The unit's seed; it fixes the importance samples of :meth:`log_prob`.
+        **params
+            Constructor arguments; ``likelihood`` must not be ``"auto"``.
+        """
+        model = cls(**params)
+        model._validate()
+        if model.likelihood == "auto":
+            raise GenmemError("from_state_dict needs a concrete likelihood ('bernoulli', 'logit-normal' or 'gaussian')")
+        model._set_fitted(state_dict, n_features, model.likelihood, seed)
+        return model
+
+    @classmethod
+    def from_checkpoint(cls, path, *, epoch=None, device=None):
+        """A fitted :class:`VAE` from a checkpoint file of :meth:`fit_units`.
+
+        Parameters
+        ----------
+        path : path-like
+        epoch : int, optional
+            Which checkpoint (default: the last).
+        device : str, optional
+            Overrides the recorded device.
+        """
+        ckpt = torch.load(path, weights_only=True, map_location="cpu")
+        if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
+            raise GenmemError(f"{path} is not a genmem VAE checkpoint file")
+        epochs = list(ckpt["epochs"])
+        if epoch is None:
+            epoch = epochs[-1]
+        if epoch not in epochs:
+            raise GenmemError(f"{path} has no checkpoint at epoch {epoch}; it holds epochs {epochs}")
+        config = dict(ckpt["config"])
+        n_features = config.pop("n_features")
+        config["hidden"] = tuple(config["hidden"])
+        if config["image_shape"] is not None:
+            config["image_shape"] = tuple(config["image_shape"])
+        if device is not None:
+            config["device"] = device
+        return cls.from_state_dict(ckpt["states"][epochs.index(epoch)], n_features=n_features, seed=ckpt["seed"],
+                                   **config)
+
+
+class _oom_guard:
+    """Turn running out of memory into a :class:`GenmemError` that says what to shrink."""
+
+    def __init__(self, device, n_units, eval_chunk):
+        self.device, self.n_units, self.eval_chunk = device, n_units, eval_chunk
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, kind, err, tb):
+        if err is None:
+            return False
+        message = str(err).lower()
+        oom = isinstance(err, torch.cuda.OutOfMemoryError) or (
+            isinstance(err, RuntimeError) and ("out of memory" in message or "can't allocate memory" in message)
+        )
+        if oom:
+            raise GenmemError(
+                f"out of memory on {self.device} with {self.n_units} VAE unit(s) at once; hand fewer units per "
+                f"batch (--units-per-batch, now {self.n_units}) or lower eval_chunk (now {self.eval_chunk}) "
+                "or batch_size"
+            ) from err
+        return False

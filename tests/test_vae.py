@@ -1,0 +1,372 @@
+"""Tests of the Pyro VAE: importance sampling, fold-batched training, checkpoints, errors.
+
+Oracles: the closed-form marginal and ELBO of a linear-Gaussian VAE, Pyro's
+``Trace_ELBO`` and distributions, ``torch.optim.Adam``, SciPy densities and
+quadrature, and the same unit trained alone.
+"""
+import math
+import warnings
+
+import numpy as np
+import pyro
+import pyro.poutine as poutine
+import pytest
+import torch
+from scipy import integrate, stats
+from sklearn.datasets import load_digits
+
+from genmem.errors import GenmemError
+from genmem.models.vae import PRESETS, VAE, _UnitAdam, _Units
+from genmem.models.vae_nets import Likelihood, VAENet
+
+
+# briefly trained test models often have a low effective sample size; one test checks the warning itself
+pytestmark = pytest.mark.filterwarnings("ignore:importance sampling is degenerate")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    """The tensors here are small: one thread is faster, and immune to contention from other processes."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(autouse=True)
+def _clean_param_store():
+    pyro.clear_param_store()
+    yield
+    pyro.clear_param_store()
+
+
+@pytest.fixture(scope="module")
+def digits():
+    """sklearn digits, uniformly dequantized to (x + u) / 17 in [0, 1)."""
+    x = load_digits().data
+    return (x + np.random.default_rng(0).random(x.shape)) / 17.0
+
+
+SMALL = dict(latent_dim=3, hidden=(16,), epochs=2, batch_size=16, num_samples=32)
+
+
+# -- importance sampling against a closed form --------------------------------------
+
+
+def _linear_gaussian(seed=0, n=150, d=5, latent=2, sigma=0.5, orthogonal=False):
+    """A VAE whose decoder is x = W z + b + σ·noise; its encoder gives the posterior's mean and marginal variances.
+
+    ``seed`` is the model's: it fixes the importance samples. With
+    ``orthogonal`` columns of W the posterior is diagonal, so the encoder is exact.
+    """
+    rng = np.random.default_rng(0)
+    W, b = rng.normal(size=(d, latent)), rng.normal(size=d)
+    if orthogonal:
+        W = np.linalg.qr(W)[0] * [2.0, 0.7]
+    X = rng.normal(size=(n, latent)) @ W.T + b + sigma * rng.normal(size=(n, d))
+    post_cov = np.linalg.inv(np.eye(latent) + W.T @ W / sigma**2)
+    A = post_cov @ W.T / sigma**2  # posterior mean = A (x − b)
+    state = {
+        "encoder.loc.weight": A, "encoder.loc.bias": -A @ b,
+        "encoder.log_var.weight": np.zeros((latent, d)), "encoder.log_var.bias": np.log(np.diag(post_cov)),
+        "decoder.net.0.weight": W, "decoder.net.0.bias": b,
+    }
+    state = {k: torch.tensor(v, dtype=torch.float64) for k, v in state.items()}
+    model = VAE.from_state_dict(state, n_features=d, seed=seed, latent_dim=latent, hidden=(),
+                                likelihood="gaussian", decoder_scale=sigma, dtype="float64", eval_chunk=1 << 16)
+    exact = stats.multivariate_normal(b, W @ W.T + sigma**2 * np.eye(d)).logpdf(X)
+    mu, var = (X - b) @ A.T, np.diag(post_cov)
+    resid = X - mu @ W.T - b
+    exact_elbo = (-0.5 * d * math.log(2 * math.pi * sigma**2)
+                  - ((resid**2).sum(1) + (var * (W**2).sum(0)).sum()) / (2 * sigma**2)
+                  - 0.5 * (var + mu**2 - 1.0 - np.log(var)).sum(1))
+    return model, X, exact, exact_elbo
+
+
+def test_linear_gaussian_importance_sampling_converges_to_exact_log_p():
+    # a unit's S draws are shared by all its examples, so average the error over units (seeds)
+    sizes = (1, 16, 256, 4096)
+    errors = np.zeros(len(sizes))
+    for seed in range(12):
+        model, X, exact, exact_elbo = _linear_gaussian(seed)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # S = 1 is degenerate by design
+            errors += [np.abs(model.log_prob(X, num_samples=s) - exact).mean() / 12 for s in sizes]
+    assert errors[0] > errors[1] > errors[2] > errors[3]
+    assert errors[3] < min(0.05, errors[0] / 5)
+    elbo = model.elbo(X, num_samples=4096)
+    np.testing.assert_allclose(elbo, exact_elbo, atol=0.05)  # Monte Carlo ELBO vs its closed form
+    assert (exact >= exact_elbo).all()
+    for s in (4, 64):
+        assert model.log_prob(X, num_samples=s).mean() >= model.elbo(X, num_samples=s).mean()
+    log_p, ess = model.log_prob_and_ess(X, num_samples=256)
+    assert ((ess >= 1.0) & (ess <= 256.0 + 1e-9)).all()
+    np.testing.assert_array_equal(log_p, model.log_prob(X, num_samples=256))
+
+
+def test_exact_posterior_makes_every_importance_weight_the_marginal():
+    model, X, exact, exact_elbo = _linear_gaussian(orthogonal=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        np.testing.assert_allclose(model.log_prob(X, num_samples=1), exact, rtol=0, atol=1e-9)
+    np.testing.assert_allclose(model.elbo(X, num_samples=3), exact, rtol=0, atol=1e-9)
+    np.testing.assert_allclose(exact_elbo, exact, rtol=0, atol=1e-9)
+    np.testing.assert_allclose(model.log_prob_and_ess(X, num_samples=40)[1], 40.0, rtol=1e-9)
+
+
+def test_per_example_results_do_not_depend_on_chunking(digits):
+    X = digits[:60]
+    model = VAE(**SMALL).fit(X, rng=3)
+    whole = model.log_prob(X)
+    for chunk in (7, 40, 10_000):  # samples split within a row; several rows per chunk; all at once
+        model.set_params(eval_chunk=chunk)
+        np.testing.assert_allclose(model.log_prob(X), whole, rtol=0, atol=1e-4)
+    np.testing.assert_allclose(model.log_prob(X[40:51]), whole[40:51], rtol=0, atol=1e-4)
+
+
+# -- fold-batched training equals training alone ----------------------------------------
+
+
+@pytest.mark.parametrize("likelihood, binarize", [("logit-normal", None), ("bernoulli", "dynamic")])
+def test_unit_trained_in_a_batch_equals_the_unit_trained_alone(digits, tmp_path, likelihood, binarize):
+    X = digits[:260]
+    rng = np.random.default_rng(1)
+    masks = np.stack([rng.random(len(X)) < p for p in (0.55, 0.8, 1.0)])  # unequal sizes: masked steps
+    seeds = [101, 202, 303]
+    params = dict(SMALL, epochs=2, batch_size=8, likelihood=likelihood, binarize=binarize, dtype="float64",
+                  checkpoints=1)
+    vae = VAE(**params)
+    together = vae.fit_units(X, masks, seeds, unit_keys=[(0, 0), (0, 1), (0, 2)], artifact_dir=tmp_path / "batch")
+    for u in range(3):
+        alone = vae.fit_units(X, masks[u:u + 1], seeds[u:u + 1], unit_keys=[(0, u)], artifact_dir=tmp_path / "alone")
+        np.testing.assert_allclose(together["loglik"][u], alone["loglik"][0], rtol=1e-9)
+        np.testing.assert_allclose(together["ess"][u], alone["ess"][0], rtol=1e-7)
+        a = torch.load(tmp_path / "batch" / f"unit_r0_k{u}.pt", weights_only=True)
+        b = torch.load(tmp_path / "alone" / f"unit_r0_k{u}.pt", weights_only=True)
+        assert a["steps"] == b["steps"] == [2 * math.ceil(masks[u].sum() / 8)]
+        for name, tensor in a["states"][-1].items():
+            torch.testing.assert_close(tensor, b["states"][-1][name], rtol=1e-9, atol=1e-12)
+    # the public one-model API is the same trainer with U = 1, fed the unit's own rows
+    single = VAE(**params).fit(X[masks[1]], rng=seeds[1])
+    np.testing.assert_allclose(single.log_prob(X), together["loglik"][1], rtol=1e-9)
+
+
+def test_float32_batched_matches_alone_to_float_tolerance(digits):
+    X = digits[:200]
+    masks = np.stack([np.arange(len(X)) % 3 != k for k in range(3)])
+    vae = VAE(**SMALL)
+    together = vae.fit_units(X, masks, [5, 6, 7])["loglik"]
+    alone = vae.fit_units(X, masks[2:], [7])["loglik"][0]
+    np.testing.assert_allclose(together[2], alone, rtol=1e-5)
+
+
+def test_unit_adam_matches_torch_adam_per_unit_and_skips_inactive_units():
+    gen = torch.Generator().manual_seed(0)
+    init = torch.randn(2, 3, 4, generator=gen, dtype=torch.float64)
+    # transposed views: autograd often returns non-contiguous gradients
+    grads = [torch.randn(2, 4, 3, generator=gen, dtype=torch.float64).transpose(1, 2) for _ in range(5)]
+    stacked = init.clone().requires_grad_(True)
+    adam = _UnitAdam([stacked], lr=0.01)
+    for t, g in enumerate(grads):
+        adam.step([g], np.array([True, t != 2]))  # unit 1 sits out step 2
+    for u, skipped in ((0, ()), (1, (2,))):
+        p = init[u].clone().requires_grad_(True)
+        opt = torch.optim.Adam([p], lr=0.01)
+        for t, g in enumerate(grads):
+            if t in skipped:
+                continue
+            p.grad = g[u].clone()
+            opt.step()
+        torch.testing.assert_close(stacked[u].detach(), p.detach(), rtol=1e-12, atol=1e-14)
+    assert [adam.steps(0), adam.steps(1)] == [5, 4]
+
+
+# -- the hand-written ELBO is Pyro's Trace_ELBO -------------------------------------------
+
+
+@pytest.mark.parametrize("likelihood, data", [("logit-normal", "grey"), ("bernoulli", "binary"), ("gaussian", "grey")])
+def test_vectorized_loss_equals_pyro_trace_elbo(digits, likelihood, data):
+    X = digits[:40] if data == "grey" else (digits[:40] > 0.5).astype(float)
+    model = VAE(**SMALL, likelihood=likelihood, dtype="float64").fit(X, rng=0)
+    pyro_model, pyro_guide = model.pyro_model_guide()
+    model.net_.requires_grad_(True)
+    x = torch.as_tensor(X)
+    guide_trace = poutine.trace(pyro_guide).get_trace(x)
+    replayed = poutine.replay(pyro_guide, trace=guide_trace)
+    pyro_loss = pyro.infer.Trace_ELBO().differentiable_loss(pyro_model, replayed, x)
+    assert len(pyro.get_param_store()) == 0  # parameters stay in the modules
+    names = [n for n, _ in model.net_.named_parameters()]
+    pyro_grads = torch.autograd.grad(pyro_loss, [p for _, p in model.net_.named_parameters()])
+
+    z = guide_trace.nodes["z"]["value"].detach()
+    units = _Units.from_nets([model.net_], model._new_net(X.shape[1], likelihood), model._likelihood(likelihood))
+    for p in units.params.values():
+        p.requires_grad_(True)
+    xb = x.unsqueeze(0)
+    loc, scale = units.encode(xb, shared=False)
+    eps = ((z - loc[0].detach()) / scale[0].detach())[None, :, None, :]
+    ours = -units.log_weights(units.likelihood.data_terms(xb), loc, scale, eps).sum()
+    torch.testing.assert_close(ours, pyro_loss.detach(), rtol=1e-9, atol=1e-8)
+    our_grads = torch.autograd.grad(ours, [units.params[n] for n in names])
+    for name, a, b in zip(names, our_grads, pyro_grads):
+        torch.testing.assert_close(a[0], b, rtol=1e-7, atol=1e-8, msg=name)
+    # the Pyro pair is an nn.Module loss whose parameters are exactly this unit's
+    loss_module = pyro.infer.Trace_ELBO()(pyro_model, pyro_guide)
+    assert {id(p) for p in loss_module.parameters()} == {id(p) for p in model.net_.parameters()}
+
+
+@pytest.mark.parametrize("name", ["bernoulli", "logit-normal", "gaussian"])
+def test_fast_likelihood_equals_pyro_distribution(name):
+    gen = torch.Generator().manual_seed(0)
+    out = torch.randn(2, 5, 3, 7, generator=gen, dtype=torch.float64)  # [U, B, S, D]
+    x = torch.rand(2, 5, 7, generator=gen, dtype=torch.float64)
+    if name == "bernoulli":
+        x = (x > 0.5).to(x.dtype)
+    log_scale = 0.3 * torch.randn(2, 7, generator=gen, dtype=torch.float64)
+    lik = Likelihood(name, None, 0.05)
+    fast = lik.log_prob_rows(out, log_scale, *lik.data_terms(x))
+    reference = lik.dist(out, log_scale[:, None, None, :]).log_prob(x.unsqueeze(2))
+    torch.testing.assert_close(fast, reference, rtol=1e-10, atol=1e-10)
+    fixed = Likelihood(name, 0.7, 0.05)
+    torch.testing.assert_close(fixed.log_prob_rows(out, None, *fixed.data_terms(x)),
+                               fixed.dist(out).log_prob(x.unsqueeze(2)), rtol=1e-10, atol=1e-10)
+
+
+def test_logit_normal_density_matches_closed_form_and_integrates_to_one():
+    lam, mu, sigma = 0.05, 0.7, 0.9
+    lik = Likelihood("logit-normal", sigma, lam)
+
+    def density(y):
+        s = lam + (1 - 2 * lam) * y
+        t = math.log(s / (1 - s))
+        return stats.norm.pdf(t, mu, sigma) * (1 - 2 * lam) / (s * (1 - s))
+
+    ys = np.array([0.0, 0.01, 0.3, 0.77, 1.0])
+    ours = lik.dist(torch.full((5, 1), mu, dtype=torch.float64)).log_prob(torch.tensor(ys)[:, None]).numpy()
+    np.testing.assert_allclose(ours, np.log([density(y) for y in ys]), rtol=1e-10)
+    lo, hi = -lam / (1 - 2 * lam), (1 - lam) / (1 - 2 * lam)
+    assert integrate.quad(density, lo, hi, limit=200)[0] == pytest.approx(1.0, abs=1e-8)
+
+
+# -- behaviour on real data -----------------------------------------------------------------
+
+
+def test_digits_in_fold_log_p_exceeds_held_out(digits):
+    X = digits[:600]
+    folds = np.arange(len(X)) % 3
+    masks = np.stack([folds != k for k in range(3)])
+    out = VAE(latent_dim=4, hidden=(64, 32), epochs=15, num_samples=64).fit_units(X, masks, [1, 2, 3])
+    ll = out["loglik"]
+    in_fold = np.mean([ll[k, masks[k]].mean() for k in range(3)])
+    held_out = np.mean([ll[k, ~masks[k]].mean() for k in range(3)])
+    assert in_fold > held_out
+    assert out["train_loss"].shape == (3, 15) and out["train_loss"][:, -1].mean() < out["train_loss"][:, 0].mean()
+
+
+def test_checkpoints_load_with_weights_only_and_reproduce_log_p(digits, tmp_path):
+    X = digits[:150]
+    masks = np.stack([np.arange(len(X)) % 2 == k for k in range(2)])
+    vae = VAE(**dict(SMALL, epochs=4), checkpoints=2, eval_every=2)
+    assert vae.checkpoint_epochs() == [2, 4] and vae.eval_epochs() == [2, 4]
+    out = vae.fit_units(X, masks, [8, 9], unit_keys=[(3, 0), (3, 1)], artifact_dir=tmp_path)
+    assert out["loglik_epochs"].shape == (2, 2, len(X))
+    for k in range(2):
+        path = tmp_path / f"unit_r3_k{k}.pt"
+        ckpt = torch.load(path, weights_only=True)
+        n_steps = math.ceil(masks[k].sum() / SMALL["batch_size"])
+        assert ckpt["epochs"] == [2, 4] and ckpt["steps"] == [2 * n_steps, 4 * n_steps]
+        assert ckpt["lrs"] == [vae.lr, vae.lr] and ckpt["unit"] == [3, k]
+        net = VAENet(X.shape[1], SMALL["latent_dim"], SMALL["hidden"], learn_scale=True)
+        net.load_state_dict(ckpt["states"][0])  # plain single-model names
+        for epoch, t in ((2, 0), (4, 1)):
+            single = VAE.from_checkpoint(path, epoch=epoch)
+            np.testing.assert_allclose(single.log_prob(X), out["loglik_epochs"][k, t], rtol=1e-6)
+        np.testing.assert_allclose(VAE.from_checkpoint(path).log_prob(X), out["loglik"][k], rtol=1e-6)
+
+
+def test_conv_architecture_trains_and_scores(digits):
+    X = digits[:64]
+    model = VAE(**dict(SMALL, epochs=1, hidden=(4, 8)), arch="conv", image_shape=(8, 8, 1)).fit(X, rng=0)
+    assert np.isfinite(model.log_prob(X)).all()
+    masks = np.stack([np.arange(len(X)) % 2 == k for k in range(2)])
+    conv = VAE(**dict(SMALL, epochs=1, hidden=(4, 8)), arch="conv", image_shape=(8, 8))
+    np.testing.assert_allclose(conv.fit_units(X, masks, [1, 2])["loglik"][1],
+                               conv.fit_units(X, masks[1:], [2])["loglik"][0], rtol=1e-5)
+
+
+def test_sample_shapes_ranges_and_seeding(digits):
+    grey = VAE(**SMALL).fit(digits[:100], rng=0)
+    draws = grey.sample(7, rng=1)
+    assert draws.shape == (7, 64) and draws.dtype == np.float64
+    np.testing.assert_array_equal(draws, grey.sample(7, rng=1))
+    binary = VAE(**SMALL, binarize="dynamic").fit(digits[:100], rng=0)
+    assert binary.likelihood_ == "bernoulli"
+    assert set(np.unique(binary.sample(20, rng=2))) <= {0.0, 1.0}
+
+
+def test_resolve_picks_likelihood_and_device(digits):
+    assert VAE().resolve(digits[:10]).likelihood == "logit-normal"
+    assert VAE().resolve((digits[:10] > 0.5) * 1.0).likelihood == "bernoulli"
+    assert VAE(binarize="dynamic").resolve(digits[:10]).likelihood == "bernoulli"
+    assert VAE(device="auto").resolve(digits[:10]).device in ("cpu", "cuda")
+
+
+def test_preset_holds_the_reference_setting():
+    preset = PRESETS["vdb-bmnist"]
+    assert preset["folds"] == 10 and preset["repeats"] == 10
+    model = VAE(**preset["model"])
+    model._validate()
+    assert model.hidden == (512, 256) and model.latent_dim == 16 and model.epochs == 100
+    assert model.batch_size == 64 and model.lr == 1e-3 and model.num_samples == 256 and model.binarize == "dynamic"
+
+
+# -- errors ---------------------------------------------------------------------------------
+
+
+def test_bernoulli_on_non_binary_data_is_refused(digits):
+    with pytest.raises(GenmemError, match="binary"):
+        VAE(**SMALL, likelihood="bernoulli").fit(digits[:50], rng=0)
+    with pytest.raises(GenmemError, match=r"\[0, 1\]"):
+        VAE(**SMALL, binarize="dynamic").fit(digits[:50] * 2.0, rng=0)
+
+
+def test_non_finite_loss_names_the_unit_and_epoch():
+    X = np.full((40, 4), 1e30)
+    X[::2] = -1e30
+    masks = np.ones((2, 40), dtype=bool)
+    vae = VAE(**SMALL, likelihood="gaussian", decoder_scale=1.0)
+    with pytest.raises(GenmemError, match=r"unit \(4, 1\) at epoch 1"):
+        vae.fit_units(X, masks, [1, 2], unit_keys=[(4, 1), (4, 2)])
+
+
+def test_out_of_memory_becomes_a_clear_error(digits, monkeypatch):
+    def boom(*args, **kwargs):
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
+
+    monkeypatch.setattr(_Units, "encode", boom)
+    with pytest.raises(GenmemError, match="units-per-batch.*eval_chunk"):
+        VAE(**SMALL).fit_units(digits[:30], np.ones((2, 30), dtype=bool), [1, 2])
+
+
+@pytest.mark.parametrize("params, match", [
+    (dict(arch="conv"), "image_shape"),
+    (dict(arch="conv", image_shape=(8, 8), hidden=(4, 8, 16, 32)), "divisible"),
+    (dict(hidden=(0,)), "hidden"),
+    (dict(likelihood="poisson"), "likelihood"),
+    (dict(checkpoints=5, epochs=2), "checkpoints"),
+    (dict(image_shape=(5, 5)), "features"),
+])
+def test_bad_parameters_are_refused(digits, params, match):
+    with pytest.raises(GenmemError, match=match):
+        VAE(**params).fit(digits[:20], rng=0)
+
+
+def test_degenerate_importance_sampling_warns(digits):
+    model = VAE(**SMALL).fit(digits[:30], rng=0)
+    with pytest.warns(UserWarning, match="effective sample size 1.00 of 1 samples"):
+        model.log_prob(digits[:30], num_samples=1)
+
+
+def test_unfitted_model_refuses_to_score(digits):
+    with pytest.raises(GenmemError, match="not fitted"):
+        VAE().log_prob(digits[:3])
