@@ -32,6 +32,7 @@ def main(verbose):
                         format="%(levelname)s %(name)s: %(message)s")
 
 
+from .influence import influence  # noqa: E402
 from .info import info  # noqa: E402
 from .kfold import kfold  # noqa: E402
 from .neighbours import ct, neighbours  # noqa: E402
@@ -40,5 +41,6 @@ from .top import top  # noqa: E402
 main.add_command(kfold)
 main.add_command(top)
 main.add_command(info)
+main.add_command(influence)
 main.add_command(neighbours)
 main.add_command(ct)

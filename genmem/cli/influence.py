@@ -1,0 +1,187 @@
+"""``genmem influence``: influence of training examples, stored as views of a results file."""
+import hashlib
+import json
+from pathlib import Path
+
+import click
+import numpy as np
+import torch
+from scipy.stats import spearmanr
+
+from ..device import DEVICES, resolve_device
+from ..errors import GenmemError
+from ..influence import GMMInfluence, KDEInfluence, KFoldTracIn, gather_influence
+from ..models import GMM
+from ..results import add_views, read_result
+from ..validation import check_data
+
+#: Largest influence matrix [N, n_test] stored in a results file.
+MAX_STORED = 1 << 27
+
+
+def influencer(result, file, *, device="auto", seed=0, draws=1, unbiased=False, projection_dim=None, chunk_size=16):
+    """The object computing influence for the run in ``result``, and a function describing it.
+
+    KDE: the exact closed form on the run's data with its bandwidth. GMM: the
+    one-step approximation for a mixture fitted by EM on all of the run's
+    data, with the run's parameters and root seed. VAE: TracIn from the
+    units' checkpoints, averaged over the units that trained on each example.
+
+    Returns
+    -------
+    (object with ``self_influence()`` and ``influence(Z)``, callable returning the attributes to store)
+    """
+    name, params = result.config["model"]["name"], dict(result.config["model"]["params"])
+    if result.x is None:
+        raise GenmemError(f"{file} stores no data (/data/x); re-run 'genmem kfold' without --no-store-data")
+    device = str(resolve_device(device))
+    if name == "vae":
+        inf = KFoldTracIn(result, file, draws=draws, seed=seed, projection_dim=projection_dim,
+                          chunk_size=chunk_size, device=device, unbiased=unbiased)
+        return inf, inf.attrs
+    if unbiased or projection_dim is not None or draws != 1:
+        raise GenmemError(f"--unbiased, --draws and --projection-dim apply to VAE runs; {file} is a {name} run")
+    if name == "kde":
+        inf = KDEInfluence(result.x, params["bandwidth"], device=device, dtype=params.get("dtype", "float64"))
+        return inf, lambda: {"method": "kde-closed-form", "bandwidth": inf.bandwidth_}
+    if name == "gmm":
+        params["device"] = device
+        gmm = GMM(**params).fit(result.x, rng=int(result.config["seed"]))
+        return GMMInfluence(gmm, result.x, device=device), lambda: {
+            "method": "gmm-one-step", "fit": "GMM fitted by EM on all rows with the run's parameters",
+            "fit_seed": int(result.config["seed"]), "converged": gmm.converged_}
+    raise GenmemError(f"{file} is a {name} run; influence is available for kde, gmm and vae runs")
+
+
+def _test_rows(values, n):
+    rows = []
+    for value in values:
+        for part in str(value).split(","):
+            try:
+                rows.append(int(part))
+            except ValueError:
+                raise GenmemError(f"--test-index takes row numbers, e.g. --test-index 3,17; got {part!r}") from None
+    bad = [r for r in rows if not 0 <= r < n]
+    if bad:
+        raise GenmemError(f"--test-index {bad[0]} is out of range; the run has rows 0 to {n - 1}")
+    return rows
+
+
+def _load_test_data(path, n_features):
+    path = Path(path)
+    if not path.is_file():
+        raise GenmemError(f"no such file: {path}; --test-data takes a .npy or .npz array [n, {n_features}]")
+    try:
+        loaded = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as exc:
+        raise GenmemError(f"{path} cannot be read as .npy or .npz ({exc})") from None
+    if isinstance(loaded, np.lib.npyio.NpzFile):
+        with loaded:
+            keys = list(loaded.keys())
+            if len(keys) != 1 and "x" not in keys:
+                raise GenmemError(f"{path} holds arrays {keys}; store the test points alone or under the name 'x'")
+            loaded = loaded["x" if "x" in keys else keys[0]]
+    if loaded.ndim != 2 or loaded.shape[1] != n_features:
+        raise GenmemError(
+            f"test data {path} has shape {loaded.shape} but the run's data has {n_features} features; "
+            f"give an array [n, {n_features}] preprocessed like the run's data"
+        )
+    return check_data(loaded, name="test data", n_features=n_features)
+
+
+def _row_info(result, i, score):
+    return {"row": int(i), "index": int(result.index[i]), "label": int(result.labels[i]), "score": float(score)}
+
+
+@click.command()
+@click.argument("file", type=click.Path(dir_okay=False))
+@click.option("--self", "self_", is_flag=True, help="Self-influence of every example, stored as /influence/self.")
+@click.option("--test-index", multiple=True, metavar="I[,I...]",
+              help="Rows of the run to use as test points (repeatable, or comma-separated).")
+@click.option("--test-data", type=click.Path(dir_okay=False),
+              help="Test points: a .npy/.npz array [n, D], preprocessed like the run's data.")
+@click.option("-k", "top_k", default=10, show_default=True, help="Proponents and opponents listed per test point.")
+@click.option("--device", type=click.Choice(DEVICES), default="auto", show_default=True)
+@click.option("--seed", default=0, show_default=True, help="VAE: seed of the fixed ε draws.")
+@click.option("--draws", default=1, show_default=True, help="VAE: ε draws per example in the −ELBO.")
+@click.option("--unbiased", is_flag=True,
+              help="VAE: unbiased self-influence (gradients under two independent ε draws).")
+@click.option("--projection-dim", type=int, help="VAE: random projection of gradients for test influence.")
+@click.option("--chunk-size", default=16, show_default=True,
+              help="VAE: examples per gradient chunk (larger on a GPU, e.g. 256).")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of tables.")
+def influence(file, self_, test_index, test_data, top_k, device, seed, draws, unbiased, projection_dim, chunk_size,
+              as_json):
+    """Influence of the training examples of a results FILE, stored in it as views.
+
+    IF(x, z) = ℓ(z; D without x) − ℓ(z; D), ℓ = −log p (−ELBO for a VAE):
+    positive for proponents. --self writes /influence/self [N] (rank with
+    'genmem top FILE --by influence/self'); --test-index/--test-data write
+    /influence/test [N, n_test] and list the top proponents and opponents.
+    """
+    if not (self_ or test_index or test_data):
+        raise GenmemError("nothing to do: pass --self, --test-index I or --test-data PATH")
+    if test_index and test_data:
+        raise GenmemError("pass either --test-index or --test-data, not both")
+    if top_k < 1:
+        raise GenmemError(f"-k must be at least 1; got {top_k}")
+    result = read_result(file)
+    if not result.complete:
+        raise GenmemError(f"{file} holds an unfinished run; finish it with the same 'genmem kfold' command first")
+    inf, describe = influencer(result, file, device=device, seed=seed, draws=draws, unbiased=unbiased,
+                               projection_dim=projection_dim, chunk_size=chunk_size)
+    report = {}
+    if self_:
+        values = inf.self_influence()
+        self_attrs = describe()
+        rho = float(spearmanr(values, result.memorization)[0])
+        add_views(file, {"influence/self": values}, {"influence/self": {**self_attrs, "spearman_memorization": rho}})
+        order = np.argsort(-values, kind="stable")[:top_k]
+        report["self"] = {"attrs": self_attrs, "spearman_memorization": rho, "mean": float(values.mean()),
+                          "max": float(values.max()), "top": [_row_info(result, i, values[i]) for i in order]}
+    if test_index or test_data:
+        n, d = result.x.shape
+        if test_index:
+            rows = _test_rows(test_index, n)
+            Z, source = result.x[rows], {"test_rows": rows}
+        else:
+            Z = _load_test_data(test_data, d)
+            source = {"test_data": str(Path(test_data).resolve()),
+                      "test_data_sha256": hashlib.sha256(np.ascontiguousarray(Z).tobytes()).hexdigest()}
+        if n * len(Z) > MAX_STORED:
+            raise GenmemError(f"{len(Z)} test points x {n} examples is too large to store; pass fewer test points")
+        matrix = inf.influence(Z)
+        test_attrs = {**describe(), **source}
+        add_views(file, {"influence/test": matrix.T}, {"influence/test": test_attrs})
+        top = gather_influence([(slice(0, len(Z)), torch.as_tensor(matrix))], len(Z), n, top_k)
+        report["test"] = [
+            {"test": j if test_data else rows[j],
+             "proponents": [_row_info(result, i, s) for i, s in zip(top.proponents[j], top.proponent_scores[j])],
+             "opponents": [_row_info(result, i, s) for i, s in zip(top.opponents[j], top.opponent_scores[j])]}
+            for j in range(len(Z))]
+    _print(report, file, as_json, bool(test_data))
+
+
+def _print(report, file, as_json, external):
+    if as_json:
+        click.echo(json.dumps(report, indent=1))
+        return
+    if "self" in report:
+        s = report["self"]
+        click.echo(f"wrote /influence/self to {file} ({s['attrs']['method']}); "
+                   f"mean {s['mean']:.4g}, max {s['max']:.4g}")
+        click.echo(f"Spearman correlation of self-influence with memorization M: {s['spearman_memorization']:.4f}")
+        click.echo(f"{'rank':>4} {'row':>6} {'index':>6} {'label':>5} {'self-inf':>12}")
+        for rank, row in enumerate(s["top"], start=1):
+            click.echo(f"{rank:>4} {row['row']:>6} {row['index']:>6} {row['label']:>5} {row['score']:>12.5g}")
+        click.echo(f"next: genmem top {file} --by influence/self")
+    for entry in report.get("test", []):
+        what = f"test point {entry['test']} of --test-data" if external else f"test point: row {entry['test']}"
+        click.echo(what)
+        for side in ("proponents", "opponents"):
+            click.echo(f"  {side}:")
+            for rank, row in enumerate(entry[side], start=1):
+                click.echo(f"  {rank:>4} row {row['row']:>6} index {row['index']:>6} label {row['label']:>3} "
+                           f"IF {row['score']:>12.5g}")
+    if "test" in report:
+        click.echo(f"wrote /influence/test [N, {len(report['test'])}] to {file}")

@@ -1,0 +1,12 @@
+"""Influence of training examples: TracIn from checkpoints, and closed forms for KDE, k-NN and GMM.
+
+All share one sign convention: ``IF(x, z) = ℓ(z; D∖x) − ℓ(z; D)`` with
+``ℓ = −log p`` (or ``−ELBO``), positive for a proponent; the self-influence
+``IF(x, x)`` is high for memorized, atypical examples.
+"""
+from .closed_form import GMMInfluence, KDEInfluence, KNNInfluence
+from .tracin import (Checkpoint, KFoldTracIn, TopInfluence, TracIn, gather_influence, load_vae_checkpoint,
+                     module_loss, vae_negative_elbo, vae_tracin)
+
+__all__ = ["TracIn", "KFoldTracIn", "Checkpoint", "TopInfluence", "gather_influence", "module_loss", "vae_negative_elbo",
+           "load_vae_checkpoint", "vae_tracin", "KDEInfluence", "KNNInfluence", "GMMInfluence"]

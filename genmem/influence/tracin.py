@@ -1,0 +1,673 @@
+"""TracIn (TracInCP, Pruthi et al. 2020) with per-example gradients from ``torch.func``.
+
+``TracIn(x, z) = Σ_c η_c ∇_θ ℓ(x; θ_c) · ∇_θ ℓ(z; θ_c)`` over saved checkpoints
+``θ_c`` with learning rates ``η_c``. Per-example gradients come from
+``torch.func.vmap(grad(loss))`` on chunks of examples (never a Python loop over
+examples), on the CPU or a GPU. The sign convention is that of
+:mod:`genmem.influence.closed_form`: positive = proponent (training on ``x``
+lowered the loss at ``z``).
+
+Stochastic losses (the VAE's ``−ELBO``) take a fixed, seeded noise draw per
+example, so values are reproducible: the draw of row ``i`` is row ``i`` of
+:meth:`TracIn.noise` ``(N, stream)``, the same at every checkpoint. Rows of the
+training set ``X`` use stream 0, rows of test points ``Z`` stream 1. The plain
+self-influence ``Σ_c η_c |∇ℓ(x; θ_c, ε⁰)|²`` is biased upward by the variance
+of the noisy gradient (``E|g|² = |E g|² + tr Cov g``); the unbiased version
+``Σ_c η_c ∇ℓ(x; θ_c, ε⁰) · ∇ℓ(x; θ_c, ε¹)`` uses two independent draws
+(streams 0 and 1), so it equals the diagonal of ``influence(X, X)``.
+
+With ``projection_dim = d`` the gradients are multiplied by a seeded random
+``P × d`` matrix ``R`` with independent entries ``±1/√d`` (Rademacher) or
+``N(0, 1/d)`` (Gaussian), ``E[R Rᵀ] = I``, so projected inner products are
+unbiased with standard deviation about ``√((|g|²|g'|² + (g·g')²) / d)``
+(Johnson–Lindenstrauss). The training rows' projected gradients, scaled by
+``√η_c`` and concatenated over checkpoints, are computed once and cached, and
+influence becomes one matrix product.
+"""
+import hashlib
+import json
+import logging
+import math
+import numbers
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+import torch
+from torch.func import functional_call, grad, vmap
+
+from ..device import resolve_device
+from ..errors import GenmemError
+from ..memorization.runner import RUNTIME_PARAMS
+from ..models.base import torch_generator
+from ..validation import check_data
+
+log = logging.getLogger(__name__)
+
+PROJECTIONS = ("rademacher", "gaussian")
+
+#: Rows of the projection matrix generated at a time (one seeded stream per block).
+PROJECTION_BLOCK = 1 << 16
+
+#: Largest projection matrix (entries) kept in memory; larger ones are regenerated block by block per chunk.
+PROJECTION_CACHE_LIMIT = 1 << 27
+
+#: Noise streams: rows of the training set X, rows of test points Z (and the second draw of the
+#: unbiased self-influence), and the projection matrix.
+TRAIN_STREAM, TEST_STREAM, PROJECTION_STREAM = 0, 1, 2
+
+
+class TopInfluence(NamedTuple):
+    """The ``k`` strongest proponents and opponents of each test point.
+
+    Attributes
+    ----------
+    proponents : int64 ndarray [n_z, k]
+        Training rows with the highest influence, highest first.
+    proponent_scores : float64 ndarray [n_z, k]
+    opponents : int64 ndarray [n_z, k]
+        Training rows with the lowest (most negative) influence, lowest first.
+    opponent_scores : float64 ndarray [n_z, k]
+    """
+
+    proponents: np.ndarray
+    proponent_scores: np.ndarray
+    opponents: np.ndarray
+    opponent_scores: np.ndarray
+
+
+def gather_influence(blocks, n_test, n_train, k=None):
+    """Assemble blocks of test rows into the ``[n_test, n_train]`` influence matrix, or keep only their top ``k``.
+
+    Parameters
+    ----------
+    blocks : iterable of (slice, Tensor)
+        ``(test rows, values [rows, n_train])``, covering the test rows once.
+    n_test, n_train : int
+    k : int, optional
+        Keep only the ``k`` highest and lowest values of each row (``k`` is
+        capped at ``n_train``); memory is then ``O(n_test · k)`` plus one block.
+
+    Returns
+    -------
+    ndarray [n_test, n_train] or TopInfluence
+    """
+    if k is not None and not (isinstance(k, (int, np.integer)) and not isinstance(k, bool) and k >= 1):
+        raise GenmemError(f"k must be a positive int (how many proponents and opponents); got {k!r}")
+    if k is None:
+        out = np.empty((n_test, n_train))
+        for rows, block in blocks:
+            out[rows] = block.detach().cpu().double().numpy()
+        return out
+    k = min(int(k), n_train)
+    top = TopInfluence(*(np.empty((n_test, k), dtype=dtype) for dtype in (np.int64, np.float64) * 2))
+    for rows, block in blocks:
+        for largest, (index, values) in ((True, top[:2]), (False, top[2:])):
+            best = torch.topk(block.detach(), k, dim=1, largest=largest, sorted=True)
+            index[rows], values[rows] = best.indices.cpu().numpy(), best.values.cpu().double().numpy()
+    return top
+
+
+class Checkpoint(NamedTuple):
+    """One saved state of a model: parameters and the learning rate of the steps that followed it.
+
+    Attributes
+    ----------
+    params : dict of str to Tensor
+        The differentiable parameters (e.g. ``dict(module.named_parameters())``), not buffers.
+    lr : float
+        η_c, positive.
+    label : str
+        A name for messages and result files (e.g. ``"epoch 10"``).
+    """
+
+    params: dict
+    lr: float
+    label: str = ""
+
+
+def stream_seed(seed, stream):
+    """The integer seed of random stream ``stream`` under root ``seed`` (``SeedSequence([seed, stream])``)."""
+    state = np.random.SeedSequence([int(seed), int(stream)]).generate_state(1, dtype=np.uint64)[0]
+    return int(state >> np.uint64(1))
+
+
+def _positive_int(value, what):
+    if not (isinstance(value, (int, np.integer)) and not isinstance(value, bool) and value >= 1):
+        raise GenmemError(f"{what} must be a positive int; got {value!r}")
+    return int(value)
+
+
+class _Projection:
+    """A seeded ``P × d`` random matrix, applied block by block (cached when small).
+
+    The rows of the matrix that multiply parameter ``name`` come in blocks of
+    :data:`PROJECTION_BLOCK`; block ``b`` of parameter number ``p`` is drawn on
+    the CPU from its own stream ``(seed, 2, p, b)``, so the matrix does not
+    depend on chunking, caching or device.
+    """
+
+    def __init__(self, shapes, dim, kind, seed, device, dtype):
+        self.dim, self.kind, self.seed, self.device, self.dtype = dim, kind, seed, device, dtype
+        self.blocks = [(name, p, b, start, min(PROJECTION_BLOCK, size - start))
+                       for p, (name, size) in enumerate(shapes.items())
+                       for b, start in enumerate(range(0, size, PROJECTION_BLOCK))]
+        n_params = sum(shapes.values())
+        self.cache = {} if n_params * dim <= PROJECTION_CACHE_LIMIT else None
+        if self.cache is None:
+            log.info("projection matrix %d x %d is regenerated per chunk (above %d entries)",
+                     n_params, dim, PROJECTION_CACHE_LIMIT)
+
+    def _block(self, p, b, rows):
+        key = (p, b)
+        if self.cache is not None and key in self.cache:
+            return self.cache[key]
+        seq = np.random.SeedSequence([self.seed, PROJECTION_STREAM, p, b])
+        gen = torch_generator(int(seq.generate_state(1, dtype=np.uint64)[0] >> np.uint64(1)))
+        if self.kind == "rademacher":
+            values = torch.randint(0, 2, (rows, self.dim), generator=gen).to(torch.float64).mul_(2.0).sub_(1.0)
+        else:
+            values = torch.randn((rows, self.dim), generator=gen, dtype=torch.float64)
+        values = (values / math.sqrt(self.dim)).to(device=self.device, dtype=self.dtype)
+        if self.cache is not None:
+            self.cache[key] = values
+        return values
+
+    def __call__(self, grads):
+        """Project per-example gradients (name → [c, ...]) to [c, d]."""
+        out = None
+        for name, p, b, start, rows in self.blocks:
+            g = grads[name].reshape(grads[name].shape[0], -1)[:, start:start + rows]
+            term = g @ self._block(p, b, rows)
+            out = term if out is None else out + term
+        return out
+
+
+class TracIn:
+    """TracInCP influence of training examples from saved checkpoints.
+
+    Parameters
+    ----------
+    loss : callable
+        The per-example loss ℓ as a function of the parameters:
+        ``loss(params, x)`` → scalar tensor, or ``loss(params, x, eps)`` when
+        ``noise_shape`` is given, where ``params`` is a dict like the
+        checkpoints', ``x`` one example (a row of X without its leading
+        dimension) and ``eps`` its noise draw of shape ``noise_shape``. It must
+        be written with tensor operations that ``torch.func.vmap`` and ``grad``
+        can transform (for a module, ``torch.func.functional_call``; see
+        :func:`module_loss`).
+    checkpoints : sequence of Checkpoint or (params, lr[, label])
+        The saved parameter states θ_c with learning rates η_c > 0; all with
+        the same parameter names and shapes.
+    noise_shape : tuple of int, optional
+        Shape of the standard-normal draw each example's loss takes (e.g.
+        ``(S, L)``: S reparameterisation draws of an L-dimensional latent).
+    projection_dim : int, optional
+        Project gradients to this many dimensions in :meth:`influence` (see the
+        module docstring); ``None`` computes exact inner products.
+    projection : {"rademacher", "gaussian"}, default="rademacher"
+    seed : int, default=0
+        Root of the noise draws and the projection matrix.
+    chunk_size : int, default=16
+        Examples whose gradients are held at once: memory about
+        ``2 · chunk_size · P`` numbers for P parameters (plus, in
+        :meth:`influence` without projection, ``chunk_size · N``). Small
+        chunks stay in CPU caches (16 was fastest for a 1M-parameter VAE on a
+        CPU); a GPU wants larger ones (e.g. 256).
+    device : str, default="cpu"
+        ``"cpu"``, ``"cuda"`` or ``"auto"``; the checkpoints are moved there.
+
+    Notes
+    -----
+    Projection matrices up to :data:`PROJECTION_CACHE_LIMIT` entries are kept
+    in memory (1 GiB in float64); larger ones (e.g. a 1M-parameter model with
+    d > 128) are regenerated from their seeded blocks of
+    :data:`PROJECTION_BLOCK` rows for each chunk of examples, which bounds
+    memory at the cost of time.
+    """
+
+    def __init__(self, loss, checkpoints, *, noise_shape=None, projection_dim=None, projection="rademacher",
+                 seed=0, chunk_size=16, device="cpu"):
+        if not callable(loss):
+            raise GenmemError(f"loss must be a callable loss(params, x[, eps]); got {type(loss).__name__}")
+        self.loss = loss
+        self.device = resolve_device(device)
+        self.checkpoints = self._check_checkpoints(checkpoints)
+        first = self.checkpoints[0].params
+        self.names = list(first)
+        self.dtype = first[self.names[0]].dtype
+        self.n_params = sum(p.numel() for p in first.values())
+        if noise_shape is not None:
+            noise_shape = tuple(_positive_int(s, "each entry of noise_shape") for s in noise_shape)
+        self.noise_shape = noise_shape
+        if projection not in PROJECTIONS:
+            raise GenmemError(f"projection must be one of {', '.join(PROJECTIONS)}; got {projection!r}")
+        if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool):
+            raise GenmemError(f"seed must be an int; got {seed!r}")
+        self.seed = int(seed)
+        self.chunk_size = _positive_int(chunk_size, "chunk_size")
+        self.projection_dim = None if projection_dim is None else _positive_int(projection_dim, "projection_dim")
+        self.projection = projection
+        self._project = None if projection_dim is None else _Projection(
+            {n: p.numel() for n, p in first.items()}, self.projection_dim, projection, self.seed, self.device,
+            self.dtype)
+        self._cache = None  # (key of X, projected training features)
+        if noise_shape is None:
+            self._grad = vmap(grad(lambda p, x: loss(p, x)), in_dims=(None, 0))
+        else:
+            self._grad = vmap(grad(loss), in_dims=(None, 0, 0))
+
+    # -- inputs -------------------------------------------------------------------
+    def _check_checkpoints(self, checkpoints):
+        try:
+            items = list(checkpoints)
+        except TypeError:
+            raise GenmemError("checkpoints must be a sequence of (params, lr) pairs or Checkpoint") from None
+        if not items:
+            raise GenmemError("no checkpoints given; TracIn needs at least one saved state (params, lr)")
+        out = []
+        for c, item in enumerate(items):
+            if not isinstance(item, (tuple, list)) or len(item) not in (2, 3) or not isinstance(item[0], dict):
+                raise GenmemError(f"checkpoint {c} must be (params dict, lr[, label]); got {type(item).__name__}")
+            params, lr = item[0], item[1]
+            label = item[2] if len(item) == 3 else f"checkpoint {c}"
+            if not (isinstance(lr, numbers.Real) and not isinstance(lr, bool) and math.isfinite(lr) and lr > 0):
+                raise GenmemError(f"the learning rate of {label} must be a positive float; got {lr!r}")
+            if not params or not all(isinstance(v, torch.Tensor) and v.is_floating_point() for v in params.values()):
+                raise GenmemError(f"{label} must map parameter names to floating-point tensors")
+            if out:
+                ref = out[0].params
+                shapes = {n: tuple(v.shape) for n, v in params.items()}
+                if shapes != {n: tuple(v.shape) for n, v in ref.items()}:
+                    diff = sorted(set(shapes.items()) ^ {(n, tuple(v.shape)) for n, v in ref.items()})[0][0]
+                    raise GenmemError(
+                        f"{label} does not match {out[0].label} (parameter {diff!r} differs): the checkpoints come "
+                        "from different models; pass the checkpoints of one model"
+                    )
+            dtype = next(iter(out[0].params.values())).dtype if out else next(iter(params.values())).dtype
+            moved = {n: v.detach().to(device=self.device, dtype=dtype) for n, v in params.items()}
+            out.append(Checkpoint(moved, float(lr), str(label)))
+        return out
+
+    def _rows(self, X, name, like=None):
+        """``X`` as a tensor [N, ...] of the checkpoints' dtype on the CPU, checked."""
+        if not isinstance(X, torch.Tensor):
+            try:
+                X = torch.as_tensor(np.asarray(X, dtype=np.float64))
+            except (TypeError, ValueError):
+                raise GenmemError(f"{name} must be a numeric array; got {type(X).__name__}") from None
+        X = X.detach().to("cpu", self.dtype)
+        if X.dim() < 2 or X.shape[0] < 1:
+            raise GenmemError(f"{name} must have one row per example, shape [N, ...] with N >= 1; got {tuple(X.shape)}")
+        if like is not None and X.shape[1:] != like.shape[1:]:
+            raise GenmemError(
+                f"{name} rows have shape {tuple(X.shape[1:])} but the training rows have {tuple(like.shape[1:])}; "
+                "preprocess the test points like the training data"
+            )
+        bad = ~torch.isfinite(X.reshape(X.shape[0], -1)).all(1)
+        if bad.any():
+            first = int(bad.nonzero()[0, 0])
+            raise GenmemError(f"{name} has NaN or inf in {int(bad.sum())} row(s) (first: row {first}); remove them")
+        return X
+
+    def noise(self, n_rows, stream):
+        """The noise draws of ``n_rows`` examples in ``stream``: standard normal [n_rows, *noise_shape], or None.
+
+        Drawn on the CPU from ``torch.Generator`` seeded with
+        ``stream_seed(seed, stream)``, in the checkpoints' dtype; row ``i``
+        belongs to row ``i`` of the data.
+        """
+        if self.noise_shape is None:
+            return None
+        gen = torch_generator(stream_seed(self.seed, stream))
+        return torch.randn((int(n_rows), *self.noise_shape), generator=gen, dtype=torch.float64).to(self.dtype)
+
+    # -- gradients ----------------------------------------------------------------
+    def _chunks(self, n):
+        for start in range(0, n, self.chunk_size):
+            yield slice(start, min(start + self.chunk_size, n))
+
+    def gradients(self, params, X, eps=None):
+        """Per-example gradients ``∇_θ ℓ(x; θ)`` of rows ``X`` [c, ...] (tensor): name → [c, *shape], on the device."""
+        X = X.to(self.device)
+        return self._grad(params, X) if self.noise_shape is None else self._grad(params, X, eps.to(self.device))
+
+    @staticmethod
+    def _inner(ga, gb):
+        """Inner products [c, c'] of two sets of per-example gradients, summed over parameters."""
+        total = None
+        for name, a in ga.items():
+            term = a.reshape(a.shape[0], -1) @ gb[name].reshape(gb[name].shape[0], -1).T
+            total = term if total is None else total + term
+        return total
+
+    @staticmethod
+    def _paired(ga, gb):
+        """Row-wise inner products [c] of two sets of per-example gradients of the same rows."""
+        total = None
+        for name, a in ga.items():
+            term = (a * gb[name]).reshape(a.shape[0], -1).sum(1)
+            total = term if total is None else total + term
+        return total
+
+    def _features(self, X, stream):
+        """Projected gradients of all rows, ``√η_c``-scaled and concatenated over checkpoints: [N, C·d]."""
+        eps = self.noise(X.shape[0], stream)
+        d = self.projection_dim
+        out = torch.empty((X.shape[0], d * len(self.checkpoints)), dtype=self.dtype, device=self.device)
+        for c, ck in enumerate(self.checkpoints):
+            for sl in self._chunks(X.shape[0]):
+                g = self.gradients(ck.params, X[sl], None if eps is None else eps[sl])
+                out[sl, c * d:(c + 1) * d] = math.sqrt(ck.lr) * self._project(g)
+        return out
+
+    def _train_features(self, X):
+        key = (tuple(X.shape), hashlib.sha256(X.numpy().tobytes()).hexdigest())
+        if self._cache is None or self._cache[0] != key:
+            self._cache = (key, self._features(X, TRAIN_STREAM))
+        return self._cache[1]
+
+    # -- influence ----------------------------------------------------------------
+    def self_influence(self, X, *, unbiased=False):
+        """``TracIn(x, x)`` of every row of ``X``, exact (never projected).
+
+        Parameters
+        ----------
+        X : array or Tensor [N, ...]
+        unbiased : bool, default=False
+            Dot product of the gradients under two independent noise draws
+            (streams 0 and 1) instead of the squared norm under one (stream 0),
+            removing the upward bias of a noisy gradient; equal to the plain
+            value for a loss without noise.
+
+        Returns
+        -------
+        ndarray of float64 [N]
+        """
+        X = self._rows(X, "X")
+        eps0 = self.noise(X.shape[0], TRAIN_STREAM)
+        eps1 = self.noise(X.shape[0], TEST_STREAM) if unbiased else eps0
+        out = torch.zeros(X.shape[0], dtype=torch.float64)
+        with torch.no_grad():
+            for ck in self.checkpoints:
+                for sl in self._chunks(X.shape[0]):
+                    g0 = self.gradients(ck.params, X[sl], None if eps0 is None else eps0[sl])
+                    g1 = g0 if eps1 is eps0 else self.gradients(ck.params, X[sl], eps1[sl])
+                    out[sl] += ck.lr * self._paired(g0, g1).double().cpu()
+        return out.numpy()
+
+    def _exact_blocks(self, Z, X):
+        eps_z, eps_x = self.noise(Z.shape[0], TEST_STREAM), self.noise(X.shape[0], TRAIN_STREAM)
+        pick = lambda eps, sl: None if eps is None else eps[sl]  # noqa: E731
+        for zs in self._chunks(Z.shape[0]):
+            acc = torch.zeros((zs.stop - zs.start, X.shape[0]), dtype=torch.float64, device=self.device)
+            for ck in self.checkpoints:
+                gz = self.gradients(ck.params, Z[zs], pick(eps_z, zs))
+                for xs in self._chunks(X.shape[0]):
+                    acc[:, xs] += ck.lr * self._inner(gz, self.gradients(ck.params, X[xs], pick(eps_x, xs))).double()
+            yield zs, acc
+
+    def _projected_blocks(self, Z, X):
+        fx = self._train_features(X)
+        fz = self._features(Z, TEST_STREAM)
+        rows = max(1, (1 << 24) // X.shape[0])  # blocks of about 2^24 entries
+        for start in range(0, Z.shape[0], rows):
+            zs = slice(start, min(start + rows, Z.shape[0]))
+            yield zs, (fz[zs] @ fx.T).double()
+
+    def influence(self, Z, X, k=None):
+        """``TracIn(x_i, z)`` of every training row ``x_i`` of ``X`` on every test row ``z`` of ``Z``.
+
+        Parameters
+        ----------
+        Z : array or Tensor [n_z, ...]
+            Test points (noise stream 1).
+        X : array or Tensor [N, ...]
+            Training examples (noise stream 0); with a projection their
+            projected gradients are cached for the next call with the same ``X``.
+        k : int, optional
+            Return only the ``k`` strongest proponents and opponents per test point.
+
+        Returns
+        -------
+        ndarray [n_z, N] (float64), or :class:`TopInfluence` when ``k`` is given.
+        """
+        X = self._rows(X, "X")
+        Z = self._rows(Z, "Z", like=X)
+        with torch.no_grad():
+            blocks = self._exact_blocks(Z, X) if self._project is None else self._projected_blocks(Z, X)
+            return gather_influence(blocks, Z.shape[0], X.shape[0], k)
+
+
+def module_loss(module, criterion):
+    """A per-example ``loss(params, x)`` for :class:`TracIn` from an ``nn.Module`` and a criterion.
+
+    ``loss(params, x) = criterion(module(x[None]) with params, x)``, evaluated
+    with ``torch.func.functional_call``; ``criterion(output, x)`` gets the
+    module's output for the one example (leading dimension 1) and the example.
+    """
+
+    def loss(params, x):
+        return criterion(functional_call(module, params, (x.unsqueeze(0),)), x)
+
+    return loss
+
+
+# -- the VAE -----------------------------------------------------------------------------
+
+
+def vae_negative_elbo(vae):
+    """The per-example loss ``ℓ(params, x, ε) = −ELBO`` of a fitted :class:`~genmem.models.VAE`, for :class:`TracIn`.
+
+    ``−(1/S) Σ_s [log p(x | z_s) + log p(z_s) − log q(z_s | x)]`` with
+    ``z_s = loc(x) + scale(x) · ε_s`` for the S draws ``ε`` [S, L]: the
+    objective the VAE is trained on (S = 1 there). ``params`` holds the
+    ``encoder.*``/``decoder.*`` weights of one checkpoint. A VAE trained with
+    ``binarize="dynamic"`` is scored, as in its ``log_prob``, on the fixed
+    binarization ``x > 0.5``.
+    """
+    from ..models.vae import EVAL_BINARIZE_THRESHOLD
+
+    vae._check_fitted()
+    net = vae.net_
+    likelihood = vae.pyro_model_guide()[0].likelihood
+    dynamic = vae.binarize == "dynamic"
+
+    def loss(params, x, eps):
+        if dynamic:
+            x = (x > EVAL_BINARIZE_THRESHOLD).to(x.dtype)
+        enc = {n[len("encoder."):]: p for n, p in params.items() if n.startswith("encoder.")}
+        dec = {n[len("decoder."):]: p for n, p in params.items() if n.startswith("decoder.")}
+        loc, scale = functional_call(net.encoder, enc, (x.unsqueeze(0),))  # [1, L]
+        z = torch.addcmul(loc, scale, eps)  # [S, L]
+        out = functional_call(net.decoder, dec, (z,))  # [S, D]
+        log_scale = dec.get("log_scale")
+        y, log_jacobian = likelihood.data_terms(x)
+        log_px = likelihood.log_prob_rows(out[None, None], None if log_scale is None else log_scale[None],
+                                          y[None, None], log_jacobian[None, None])[0, 0]  # [S]
+        latent = 0.5 * (eps.square().sum(-1) - z.square().sum(-1)) + torch.log(scale).sum(-1)
+        return -(log_px + latent).mean()
+
+    return loss
+
+
+def load_vae_checkpoint(path, *, device="cpu"):
+    """Read a VAE unit's checkpoint file (``unit_r{r}_k{k}.pt`` of :meth:`VAE.fit_units`).
+
+    Parameters
+    ----------
+    path : path-like
+    device : str, default="cpu"
+
+    Returns
+    -------
+    vae : VAE
+        The unit at its last checkpoint (its network is the template of the loss).
+    checkpoints : list of Checkpoint
+        One per saved epoch, with the recorded learning rate and label ``"epoch E"``.
+    info : dict
+        ``seed``, ``unit`` ([repeat, fold]), ``config``, ``epochs``, ``steps`` as recorded.
+
+    Raises
+    ------
+    GenmemError
+        If the file is missing, not a genmem VAE checkpoint, or a state does
+        not fit the network its config describes.
+    """
+    from ..models.vae import VAE
+
+    try:
+        raw = torch.load(path, weights_only=True, map_location="cpu")
+    except FileNotFoundError:
+        raise GenmemError(
+            f"checkpoint file {path} is missing; re-run 'genmem kfold' with checkpoints to make it") from None
+    except Exception as exc:  # torch.load raises many types for a foreign file
+        raise GenmemError(f"{path} cannot be read as a genmem VAE checkpoint ({type(exc).__name__})") from None
+    vae = VAE.from_checkpoint(path, device=str(resolve_device(device)))
+    expected = {n: tuple(p.shape) for n, p in vae.net_.named_parameters()}
+    checkpoints = []
+    for epoch, lr, state in zip(raw["epochs"], raw["lrs"], raw["states"]):
+        if {n: tuple(v.shape) for n, v in state.items()} != expected:
+            raise GenmemError(
+                f"the epoch-{epoch} state in {path} does not fit the VAE its config describes; "
+                "the file is damaged or mixes models"
+            )
+        checkpoints.append(Checkpoint(dict(state), float(lr), f"epoch {int(epoch)}"))
+    info = {key: raw[key] for key in ("seed", "unit", "config", "epochs", "steps")}
+    return vae, checkpoints, info
+
+
+def vae_tracin(path, *, draws=1, **kwargs):
+    """A :class:`TracIn` over the checkpoints of one VAE checkpoint file, with ℓ = −ELBO.
+
+    Parameters
+    ----------
+    path : path-like
+        A unit's checkpoint file (see :func:`load_vae_checkpoint`).
+    draws : int, default=1
+        S, reparameterisation draws ε per example in the −ELBO (the training
+        objective uses 1); every example gets the same S draws at every checkpoint.
+    **kwargs
+        Further :class:`TracIn` arguments (``seed``, ``projection_dim``, ``chunk_size``, ``device``).
+    """
+    vae, checkpoints, _ = load_vae_checkpoint(path, device=kwargs.get("device", "cpu"))
+    draws = _positive_int(draws, "draws")
+    return TracIn(vae_negative_elbo(vae), checkpoints, noise_shape=(draws, int(vae.latent_dim)), **kwargs)
+
+
+class KFoldTracIn:
+    """TracIn of a K-fold VAE run, from the checkpoints its units saved.
+
+    A K-fold run has no model trained on all the data: unit (r, k) trained on
+    the rows outside fold k of repeat r. Each example's influence is the mean,
+    over the R·(K−1) units that trained on it, of that unit's TracInCP over its
+    checkpoints (ℓ = −ELBO, :func:`vae_negative_elbo`).
+
+    Parameters
+    ----------
+    result : KFoldResult
+        A complete VAE run that stores its data (``/data/x``).
+    path : path-like
+        The results file; its config's ``artifact_dir`` (relative to it) holds
+        the units' checkpoint files ``unit_r{r}_k{k}.pt``.
+    draws, seed, projection_dim, chunk_size, device
+        As for :func:`vae_tracin` and :class:`TracIn` (the same ``seed`` for every unit).
+    unbiased : bool, default=False
+        Self-influence from two independent ε draws (see :meth:`TracIn.self_influence`).
+
+    Raises
+    ------
+    GenmemError
+        If the run is not a VAE run, stores no data or no checkpoints, or a
+        checkpoint file is missing or belongs to another run or model.
+    """
+
+    def __init__(self, result, path, *, draws=1, seed=0, projection_dim=None, chunk_size=16, device="cpu",
+                 unbiased=False):
+        name = result.config["model"]["name"]
+        if name != "vae":
+            raise GenmemError(f"{path} is a {name} run; TracIn from checkpoints needs a VAE run")
+        if result.x is None:
+            raise GenmemError(f"{path} stores no data (/data/x); re-run 'genmem kfold' without --no-store-data")
+        folder = result.config.get("artifact_dir")
+        folder = None if not folder else Path(path).parent / folder
+        if folder is None or not folder.is_dir() or not any(folder.glob("unit_r*_k*.pt")):
+            raise GenmemError(
+                f"{path} has no VAE checkpoints (folder {folder or 'none recorded'}); re-run 'genmem kfold' with "
+                "checkpoints > 0 (VAE(checkpoints=10)) and keep the .units folder beside the results file"
+            )
+        self.result, self.path = result, path
+        self.files = {(int(r), int(k)): folder / f"unit_r{r}_k{k}.pt" for r, k in zip(*np.nonzero(result.done))}
+        missing = [p.name for p in self.files.values() if not p.is_file()]
+        if missing:
+            raise GenmemError(
+                f"{len(missing)} of {len(self.files)} checkpoint files are missing from {folder} "
+                f"(first: {missing[0]}); re-run 'genmem kfold --force' with checkpoints to recreate them"
+            )
+        self.options = dict(draws=_positive_int(draws, "draws"), seed=seed, projection_dim=projection_dim,
+                            chunk_size=chunk_size, device=device)
+        self.unbiased = bool(unbiased)
+        self.labels, self.lrs = None, None
+
+    def _check(self, key, info, file):
+
+        r, k = key
+        if int(info["seed"]) != int(self.result.unit_seeds[r, k]) or [int(i) for i in info["unit"]] != [r, k]:
+            raise GenmemError(
+                f"{file} belongs to another run (unit {list(info['unit'])}, seed {info['seed']}; this run's unit "
+                f"({r}, {k}) has seed {int(self.result.unit_seeds[r, k])}); keep each run's .units folder with its file"
+            )
+        ours, theirs = self.result.config["model"]["params"], info["config"]
+        differ = sorted(key for key in ours.keys() & theirs.keys()
+                        if key not in RUNTIME_PARAMS and not _json_equal(ours[key], theirs[key]))
+        if differ or int(theirs.get("n_features", -1)) != self.result.x.shape[1]:
+            what = differ[0] if differ else "n_features"
+            raise GenmemError(f"{file} is a checkpoint of another model ({what} differs from the run's config)")
+
+    def _units(self):
+        """Yield (training mask [N], TracIn) for every unit, checking each checkpoint file."""
+        for key, file in self.files.items():
+            vae, checkpoints, info = load_vae_checkpoint(file, device=self.options["device"])
+            self._check(key, info, file)
+            if self.labels is None:
+                self.labels, self.lrs = [ck.label for ck in checkpoints], [ck.lr for ck in checkpoints]
+            opts = {key: v for key, v in self.options.items() if key != "draws"}
+            tr = TracIn(vae_negative_elbo(vae), checkpoints, noise_shape=(self.options["draws"], int(vae.latent_dim)),
+                        **opts)
+            yield self.result.assignment[key[0]] != key[1], tr
+
+    def self_influence(self):
+        """Mean over training units of ``TracIn(x_i, x_i)`` (see :meth:`TracIn.self_influence`), float64 [N]."""
+        X = self.result.x
+        total, count = np.zeros(len(X)), np.zeros(len(X))
+        for mask, tr in self._units():
+            total[mask] += tr.self_influence(X[mask], unbiased=self.unbiased)
+            count[mask] += 1
+        return total / count
+
+    def influence(self, Z, k=None):
+        """Mean over the units that trained on ``x_i`` of ``TracIn(x_i, z)``, for test rows ``Z`` [n_z, D].
+
+        Returns an ndarray [n_z, N] (float64), or :class:`TopInfluence` when ``k`` is given.
+        """
+        X = self.result.x
+        Z = check_data(Z, name="test data", n_features=X.shape[1])
+        total, count = np.zeros((len(Z), len(X))), np.zeros(len(X))
+        for mask, tr in self._units():
+            total[:, mask] += tr.influence(Z, X[mask])
+            count[mask] += 1
+        matrix = torch.as_tensor(total / count)
+        return gather_influence([(slice(0, len(Z)), matrix)], len(Z), len(X), k)
+
+    def attrs(self):
+        """What produced the values, for the results file (checkpoints and η are known after a computation)."""
+        return {"method": "tracin", "loss": "negative ELBO", "checkpoints": self.labels, "lrs": self.lrs,
+                "units": len(self.files), "aggregate": "mean over the units that trained on the example",
+                "unbiased_self_influence": self.unbiased,
+                **{key: v for key, v in self.options.items() if key != "device"}}
+
+
+def _json_equal(a, b):
+    """Equality of two config values as JSON would store them (tuples as lists)."""
+    return json.dumps(a, sort_keys=True) == json.dumps(b, sort_keys=True)
