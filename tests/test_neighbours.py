@@ -278,3 +278,23 @@ def test_cli_neighbours_errors_are_one_line(kfold_file, tmp_path):
         assert out.exit_code != 0 and isinstance(out.exception, SystemExit), out.output
         lines = [line for line in out.output.splitlines() if line.startswith("Error")]
         assert len(lines) == 1 and words in lines[0], out.output
+
+
+def test_vae_feature_map_is_the_encoder_mean_of_a_saved_checkpoint(tmp_path, digits):
+    from genmem.models import VAE
+
+    X = digits[0][:120]
+    vae = VAE(latent_dim=3, hidden=(16,), epochs=2, checkpoints=1, num_samples=32, batch_size=32)
+    genmem.kfold(vae, X, folds=2, out=tmp_path / "run.h5")
+    ckpt = tmp_path / "run.units" / "unit_r0_k0.pt"
+    bank = NeighbourBank(f"vae:{ckpt}", X)
+    Z = VAE.from_checkpoint(ckpt).embed(X)
+    assert Z.shape == (120, 3)
+    U = Z / np.linalg.norm(Z, axis=1, keepdims=True)
+    d = 1 - U @ U.T
+    np.fill_diagonal(d, np.inf)
+    dist, idx = bank.query(X, k=1, exclude_self=True)
+    np.testing.assert_array_equal(idx[:, 0], d.argmin(1))
+    np.testing.assert_allclose(dist[:, 0], d.min(1), atol=1e-6)
+    with pytest.raises(GenmemError, match="checkpoint"):
+        NeighbourBank("vae", X)

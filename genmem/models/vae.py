@@ -648,6 +648,17 @@ class VAE(DensityModel):
         return self._score(X, num_samples)[0]["elbo"]
 
     @torch.no_grad()
+    def embed(self, X):
+        """The encoder mean E[z | x] of each row of ``X`` [N, D], float64 [N, latent_dim] (a feature map)."""
+        self._check_fitted()
+        X = check_data(X, n_features=self.n_features_)
+        device, dtype = resolve_device(self.device), _DTYPES[self.dtype]
+        X_eval = self._eval_data(X, device, dtype)
+        step = max(1, int(self.eval_chunk))
+        locs = [self.net_.encoder(X_eval[i:i + step])[0] for i in range(0, len(X_eval), step)]
+        return torch.cat(locs).cpu().numpy().astype(np.float64)
+
+    @torch.no_grad()
     def sample(self, n, *, rng=None):
         """Draw ``n`` rows [n, D] (float64) from the fitted model: z ~ N(0, I), x ~ p(x | z)."""
         self._check_fitted()

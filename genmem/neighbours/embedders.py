@@ -5,12 +5,14 @@ JSON-serialisable ``description`` dict (``{"name": ..., ...}``). Embedders are
 made from a spec string by :func:`make_embedder` through a registry; adding
 one is a small factory function::
 
-    @register_embedder("vae")
-    def _vae(arg, train_X, *, device, seed):
-        model = load_my_vae(arg)
-        return CallableEmbedder(model.encode_mean, {"name": "vae", "checkpoint": arg})
+    @register_embedder("mymodel")
+    def _mymodel(arg, train_X, *, device, seed):
+        model = load_my_model(arg)
+        return CallableEmbedder(model.features, {"name": "mymodel", "checkpoint": arg})
 
 Specs: ``"pixels"`` (flatten), ``"pca:D"`` (PCA fitted on the training data),
+``"vae:CHECKPOINT"`` (a trained genmem VAE's encoder mean, from a checkpoint
+file that ``genmem kfold --model vae --checkpoints N`` saved),
 ``"imagenet:ARCH:WEIGHTS"`` (a torchvision ImageNet classifier's penultimate
 layer, from a local weights file; never downloaded). Precomputed features
 (``"npy:PATH"`` or an array) are handled by the bank itself
@@ -260,6 +262,20 @@ def _pca(arg, train_X, *, device, seed):
     if train_X is None:
         raise GenmemError("the pca feature map is fitted on the training data; give train_X")
     return PCAEmbedder.fit(train_X, n_components, seed=seed)
+
+
+@register_embedder("vae")
+def _vae(arg, train_X, *, device, seed):
+    from ..models.vae import VAE
+
+    if not arg:
+        raise GenmemError("the vae feature map needs a checkpoint file, e.g. 'vae:run.units/unit_r0_k0.pt' "
+                          "(saved by genmem kfold --model vae --checkpoints N)")
+    if not Path(arg).is_file():
+        raise GenmemError(f"no such VAE checkpoint file: {arg}; give one saved by genmem kfold --model vae --checkpoints N")
+    model = VAE.from_checkpoint(arg, device=str(resolve_device(device)))
+    return CallableEmbedder(lambda X: model.embed(np.asarray(X).reshape(len(X), -1)),
+                            {"name": "vae", "checkpoint": str(arg), "latent_dim": model.latent_dim})
 
 
 @register_embedder("imagenet")
