@@ -173,6 +173,7 @@ def test_views_are_added_atomically_and_rank_in_top(tmp_path, rng):
     assert list(back.top(3, by="neighbours/distance")) == [0, 1, 2]
     with h5py.File(out) as f:
         assert f["neighbours/distance"].attrs["metric"] == "cosine"
+    assert "/neighbours/distance" in CliRunner().invoke(main, ["info", str(out)]).stdout
     ranked = CliRunner().invoke(main, ["top", str(out), "-n", "2", "--by", "neighbours/distance", "--json"])
     assert [r["row"] for r in json.loads(ranked.stdout)] == [0, 1]
     with pytest.raises(GenmemError, match="rows"):

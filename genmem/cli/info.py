@@ -25,6 +25,7 @@ def info(file):
     stored = ["/data/index", "/data/label", "/folds/assignment", "/folds/done", "/loglik"]
     stored += ["/data/x"] * (result.x is not None) + ["/data/images"] * (result.images is not None)
     stored += [f"/scores/{name}" for name in result.scores] + [f"/units/{name}" for name in result.extras]
+    stored += [f"/{name}" for name in result.views]
     click.echo("datasets: " + ", ".join(stored))
     if result.complete:
         m = result.memorization
