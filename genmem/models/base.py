@@ -10,6 +10,7 @@ example under every unit's model. The default fits the units one after
 another; models that can train many units together (GMM, VAE, KDE) override it
 and must give the same numbers as the one-by-one path.
 """
+import abc
 import inspect
 
 import numpy as np
@@ -42,7 +43,7 @@ def as_seed(rng):
     raise GenmemError(f"rng must be None, an int, a SeedSequence or a numpy Generator; got {rng!r}")
 
 
-class DensityModel:
+class DensityModel(abc.ABC):
     """Base class of genmem's explicit-density models.
 
     Subclasses define ``name`` (the registry name used on the command line),
@@ -99,13 +100,13 @@ class DensityModel:
                 f"This {type(self).__name__} instance is not fitted yet; call 'fit' with training data first"
             )
 
-    def fit(self, X, *, rng=None):  # pragma: no cover - abstract
+    @abc.abstractmethod
+    def fit(self, X, *, rng=None):
         """Fit the model to ``X`` [N, D]; returns ``self``."""
-        raise NotImplementedError
 
-    def log_prob(self, X):  # pragma: no cover - abstract
+    @abc.abstractmethod
+    def log_prob(self, X):
         """Log-density in nats of each row of ``X`` [N, D]; returns a float64 array [N]."""
-        raise NotImplementedError
 
     def score_samples(self, X):
         """Alias of :meth:`log_prob` (scikit-learn's name)."""
