@@ -43,7 +43,31 @@ def _positive_int(value, name, owner):
     return int(value)
 
 
-class KDEInfluence:
+class _ClosedForm:
+    """Shared by the closed forms: ``influence`` from the subclass's ``_blocks(Z)``.
+
+    ``_blocks`` yields ``(slice of Z's rows, IF block [rows, N])``.
+    """
+
+    def influence(self, Z, k=None):
+        """``IF(x_i, z)`` of every training example on every row of ``Z``.
+
+        Parameters
+        ----------
+        Z : array [n_z, D]
+            Test points.
+        k : int, optional
+            Return only the ``k`` strongest proponents and opponents per test point.
+
+        Returns
+        -------
+        ndarray [n_z, N] (float64), or :class:`~genmem.influence.TopInfluence` when ``k`` is given.
+        """
+        Z = check_data(Z, name="Z", n_features=self.X.shape[1])
+        return gather_influence(self._blocks(Z), Z.shape[0], self.X.shape[0], k)
+
+
+class KDEInfluence(_ClosedForm):
     """Exact influence of each training example on a Gaussian KDE's loss at any point.
 
     Parameters
@@ -91,25 +115,8 @@ class KDEInfluence:
             block.scatter_(1, arg, shift + top + torch.log(total) - lse_rest)
             yield sl, block
 
-    def influence(self, Z, k=None):
-        """``IF(x_i, z)`` of every training example on every row of ``Z``.
 
-        Parameters
-        ----------
-        Z : array [n_z, D]
-            Test points.
-        k : int, optional
-            Return only the ``k`` strongest proponents and opponents per test point.
-
-        Returns
-        -------
-        ndarray [n_z, N] (float64), or :class:`~genmem.influence.TopInfluence` when ``k`` is given.
-        """
-        Z = check_data(Z, name="Z", n_features=self.X.shape[1])
-        return gather_influence(self._blocks(Z), Z.shape[0], self.X.shape[0], k)
-
-
-class KNNInfluence:
+class KNNInfluence(_ClosedForm):
     """Exact influence of each training example on the k-nearest-neighbour density estimate.
 
     ``p(z) = k / (N · V_d · R_k(z)^d)`` with ``R_k(z)`` the Euclidean distance
@@ -176,24 +183,8 @@ class KNNInfluence:
             jump = torch.where(d2 <= rk2, self._log_ratio(rk2, rk12), torch.zeros_like(d2))
             yield sl, jump + math.log((n - 1) / n)
 
-    def influence(self, Z, k=None):
-        """``IF(x_i, z)`` of every training example on every row of ``Z``.
 
-        Parameters
-        ----------
-        Z : array [n_z, D]
-        k : int, optional
-            Return only the ``k`` strongest proponents and opponents per test point.
-
-        Returns
-        -------
-        ndarray [n_z, N] (float64), or :class:`~genmem.influence.TopInfluence` when ``k`` is given.
-        """
-        Z = check_data(Z, name="Z", n_features=self.X.shape[1])
-        return gather_influence(self._blocks(Z), Z.shape[0], self.X.shape[0], k)
-
-
-class GMMInfluence:
+class GMMInfluence(_ClosedForm):
     """Approximate influence of each training example on a fitted Gaussian mixture's loss.
 
     The approximation (derivation). EM's fitted parameters θ̂ are a fixed point
@@ -329,18 +320,3 @@ class GMMInfluence:
             log_p = torch.logsumexp(self._log_joint(zc), 0)  # [c]
             yield slice(start, start + zc.shape[0]), log_p[:, None] - self._log_p_without(self._whiten(zc))
 
-    def influence(self, Z, k=None):
-        """Approximate ``IF(x_i, z)`` of every training example on every row of ``Z``.
-
-        Parameters
-        ----------
-        Z : array [n_z, D]
-        k : int, optional
-            Return only the ``k`` strongest proponents and opponents per test point.
-
-        Returns
-        -------
-        ndarray [n_z, N] (float64), or :class:`~genmem.influence.TopInfluence` when ``k`` is given.
-        """
-        Z = check_data(Z, name="Z", n_features=self.X.shape[1])
-        return gather_influence(self._blocks(Z), Z.shape[0], self.X.shape[0], k)
