@@ -32,6 +32,7 @@ def main(verbose):
                         format="%(levelname)s %(name)s: %(message)s")
 
 
+from .gan import gan  # noqa: E402
 from .influence import influence  # noqa: E402
 from .info import info  # noqa: E402
 from .kfold import kfold  # noqa: E402
@@ -44,3 +45,4 @@ main.add_command(info)
 main.add_command(influence)
 main.add_command(neighbours)
 main.add_command(ct)
+main.add_command(gan)
