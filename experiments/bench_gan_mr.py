@@ -27,7 +27,8 @@ import torch
 from genmem.data import load_dataset, prepare
 from genmem.device import resolve_device
 from genmem.gan import MemorizationRejection, load_gan_data, make_gan, to_nchw
-from genmem.gan.train import generator_loss, run_meta, to_unit
+from genmem.gan.train import generator_loss, to_unit
+from genmem.results import provenance
 from genmem.neighbours import NeighbourBank
 
 SHARED_MNIST = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "mnist"
@@ -124,7 +125,7 @@ def main():
     device = resolve_device(args.device)
     results = {name: bench(name, train, args, device)
                for name, train in setups(args.data_dir, [int(n) for n in args.mnist_sizes.split(",")])}
-    report = {"meta": {**run_meta(device), "threads": args.threads, "load_average": os.getloadavg(),
+    report = {"meta": {**provenance(device), "threads": args.threads, "load_average": os.getloadavg(),
                        "command": " ".join(sys.argv)},
               "settings": {"batch_size": args.batch_size, "rounds": args.rounds, "warmup": args.warmup,
                            "loss": "ns", "feature_map": "pixels", "search": "exact, float32 candidates + "

@@ -54,7 +54,7 @@ import genmem
 from genmem.data import load_dataset, prepare
 from genmem.device import describe_device, resolve_device
 from genmem.memorization import memorization_scores
-from genmem.memorization.runner import library_versions
+from genmem.results import library_versions
 from genmem.models.kde import KDE, kde_loo_memorization
 
 log = logging.getLogger("bench_kde")

@@ -39,7 +39,7 @@ from genmem.data import load_dataset, prepare
 from genmem.device import describe_device, resolve_device
 from genmem.influence import load_vae_checkpoint, vae_negative_elbo, vae_tracin
 from genmem.influence.tracin import TRAIN_STREAM
-from genmem.memorization.runner import library_versions
+from genmem.results import library_versions
 from genmem.models.vae import VAE
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))

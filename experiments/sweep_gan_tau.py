@@ -19,7 +19,8 @@ import torch
 
 from genmem.cli.gan import plot_tau_sweep
 from genmem.gan import load_gan_data, sweep_tau
-from genmem.gan.train import parse_tau_list, run_meta
+from genmem.gan.train import parse_tau_list
+from genmem.results import provenance
 from genmem.neighbours import NeighbourBank
 
 
@@ -47,7 +48,7 @@ def main():
                       bank=bank, n_cells=args.cells, device=args.device, steps=args.steps, lr=args.lr,
                       mode=args.mode)
     table["data"] = data.info
-    table["meta"] = {**run_meta(args.device), "threads": args.threads, "seconds": time.perf_counter() - start,
+    table["meta"] = {**provenance(args.device), "threads": args.threads, "seconds": time.perf_counter() - start,
                      "command": " ".join(sys.argv)}
     out = Path(args.out)
     out.write_text(json.dumps(table, indent=1) + "\n")

@@ -10,7 +10,8 @@ from ..errors import GenmemError
 from ..gan import evaluate_gan, load_gan_data, sweep_tau, train_gan, write_gan
 from ..gan.nets import ARCHS
 from ..gan.rejection import DEFAULT_MAX_TRIES, MODES
-from ..gan.train import LOSSES, parse_tau_list, run_meta
+from ..gan.train import LOSSES, parse_tau_list
+from ..results import provenance
 from ..neighbours import NeighbourBank
 
 
@@ -135,7 +136,7 @@ def _sweep(data, bank, spec, seeds, train_args, n_samples, n_cells, inception, d
     table = sweep_tau(data.train, data.test, parse_tau_list(spec), seeds=seeds, bank=bank, n_samples=n_samples,
                       n_cells=n_cells, inception=inception, device=device, **train_args)
     table["data"] = data.info
-    table["meta"] = run_meta(device)
+    table["meta"] = provenance(device)
     if not out.parent.exists():
         raise GenmemError(f"the output folder {out.parent} does not exist; create it or choose another --out")
     out.write_text(json.dumps(table, indent=1, default=_jsonable) + "\n")

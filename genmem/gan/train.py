@@ -17,13 +17,9 @@ split uses ``(split_seed, 4)``.
 """
 import json
 import logging
-import os
-import sys
 import time
 import warnings
-from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 
 import h5py
@@ -31,11 +27,10 @@ import numpy as np
 import torch
 from scipy.stats import spearmanr
 
-from .. import __version__
 from ..data import load_dataset, prepare
-from ..device import describe_device, resolve_device
+from ..device import resolve_device
 from ..errors import GenmemError
-from ..memorization.runner import library_versions
+from ..results import atomic_h5, provenance
 from ..neighbours import NeighbourBank, data_copying_test, imagenet_embedder
 from .nets import make_gan, stream_seed
 from .rejection import DEFAULT_MAX_TRIES, MemorizationRejection, bank_features, resolve_tau
@@ -492,29 +487,6 @@ def evaluate_gan(generator, bank, test_images, *, n_samples=None, n_cells=None, 
 # -- the results file --------------------------------------------------------------
 
 
-@contextmanager
-def _atomic_h5(path):
-    """An HDF5 file open for writing at a temporary name in ``path``'s folder, renamed to ``path`` on success."""
-    path = Path(path)
-    if not path.parent.exists():
-        raise GenmemError(f"the output folder {path.parent} does not exist; create it or choose another --out")
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        with h5py.File(tmp, "w") as f:
-            yield f
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-
-
-def run_meta(device, argv=None):
-    """Provenance of a run: genmem and library versions, device, creation time, command line."""
-    return {"genmem_version": __version__, "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "argv": list(sys.argv if argv is None else argv), "versions": library_versions(),
-            "device": describe_device(device)}
-
-
 def write_gan(path, run, evaluation, *, data_info=None, train_index=None, test_index=None, argv=None):
     """Write a trained and evaluated GAN run to one HDF5 file, atomically.
 
@@ -537,8 +509,8 @@ def write_gan(path, run, evaluation, *, data_info=None, train_index=None, test_i
                                                                            f"{EVAL_STREAM})",
              "ct_kmeans": evaluation.metrics["seed"],
              "streams": "numpy SeedSequence([seed, *stream]) -> 63-bit torch.Generator seed"}
-    meta = run_meta(run.config["device"], argv)
-    with _atomic_h5(path) as f:
+    meta = provenance(run.config["device"], argv)
+    with atomic_h5(path) as f:
         f.attrs["format"] = FORMAT
         f.attrs["format_version"] = FORMAT_VERSION
         for key, value in meta.items():

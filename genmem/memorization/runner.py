@@ -8,21 +8,19 @@ after every batch to ``OUT.partial`` (atomically), and calling :func:`kfold`
 again with the same arguments resumes from there; the final file appears only
 when the run is complete.
 """
-import datetime
 import hashlib
 import json
 import logging
-import platform
 import sys
 from pathlib import Path
 
 import numpy as np
 
-from .. import __version__
-from ..device import describe_device, resolve_device
+from ..device import resolve_device
 from ..errors import GenmemError
 from ..models import MODELS, DensityModel
 from ..results import KFoldResult, read_result, write_result
+from ..results.provenance import now, provenance
 from ..validation import check_data
 from .estimators import DEFAULT_ESTIMATOR, ESTIMATORS, memorization_scores
 from .folds import check_fold_args, make_folds, unit_seed
@@ -42,25 +40,6 @@ def _jsonable(value):
     if isinstance(value, np.generic):
         return value.item()
     return value
-
-
-def library_versions():
-    """Versions of Python and the libraries a result depends on."""
-    import h5py
-    import scipy
-    import sklearn
-    import torch
-
-    versions = {"python": platform.python_version(), "genmem": __version__, "numpy": np.__version__,
-                "scipy": scipy.__version__, "scikit-learn": sklearn.__version__, "torch": torch.__version__,
-                "h5py": h5py.__version__}
-    try:
-        import pyro
-
-        versions["pyro-ppl"] = pyro.__version__
-    except ImportError:  # pragma: no cover - pyro is a dependency
-        pass
-    return versions
 
 
 def _fingerprint(config):
@@ -175,8 +154,7 @@ def kfold(model, X, *, folds=10, repeats=1, seed=0, estimator=DEFAULT_ESTIMATOR,
     assignment = make_folds(n, folds, repeats, seed)
     seeds = np.array([[unit_seed(seed, r, k) for k in range(folds)] for r in range(repeats)], dtype=np.uint64)
     meta = {
-        "genmem_version": __version__, "argv": list(sys.argv if argv is None else argv),
-        "versions": library_versions(), "device": describe_device(model.get_params().get("device", "cpu")),
+        **provenance(model.get_params().get("device", "cpu"), argv),
         "seeds": {"seed": seed, "folds": "SeedSequence([seed, 0, repeat])",
                   "units": "SeedSequence([seed, 1, repeat, fold]); see /folds/unit_seed"},
     }
@@ -204,7 +182,7 @@ def kfold(model, X, *, folds=10, repeats=1, seed=0, estimator=DEFAULT_ESTIMATOR,
 
     _run_units(model, X, result, units_per_batch, partial, artifact_dir, progress)
     result.scores = memorization_scores(result.loglik, assignment, estimator)
-    result.meta["created"] = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+    result.meta["created"] = now()
     if out is not None:
         write_result(out, result)
         if partial.exists():

@@ -6,8 +6,6 @@ products and top-k on a torch device (see :mod:`genmem.neighbours.search`).
 """
 import json
 import logging
-import os
-from datetime import datetime, timezone
 from pathlib import Path
 
 import h5py
@@ -16,6 +14,8 @@ import torch
 
 from .. import __version__
 from ..errors import GenmemError
+from ..results import atomic_h5
+from ..results.provenance import now
 from .embedders import RESTORABLE, PrecomputedFeatures, as_embedder, flatten
 from .search import METRICS, ExactSearch, check_choice
 
@@ -226,28 +226,21 @@ class NeighbourBank:
         ``format_version``, ``genmem_version``, ``created``, ``metric``,
         ``normalised``, ``n_points``, ``dim`` and ``embedder`` (JSON).
         """
-        path = Path(path)
-        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
         state = self.embedder.state() if hasattr(self.embedder, "state") else {}
-        try:
-            with h5py.File(tmp, "w") as f:
-                f.attrs["format"] = FORMAT
-                f.attrs["format_version"] = FORMAT_VERSION
-                f.attrs["genmem_version"] = __version__
-                f.attrs["created"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
-                f.attrs["metric"] = self.metric
-                f.attrs["normalised"] = self.metric == "cosine"
-                f.attrs["n_points"] = self.n_points
-                f.attrs["dim"] = self.dim
-                f.attrs["embedder"] = json.dumps(self.embedder_description, sort_keys=True)
-                f["features"] = self.features
-                group = f.create_group("embedder")
-                for name, value in state.items():
-                    group[name] = value
-            os.replace(tmp, path)
-        finally:
-            if tmp.exists():
-                tmp.unlink()
+        with atomic_h5(path) as f:
+            f.attrs["format"] = FORMAT
+            f.attrs["format_version"] = FORMAT_VERSION
+            f.attrs["genmem_version"] = __version__
+            f.attrs["created"] = now()
+            f.attrs["metric"] = self.metric
+            f.attrs["normalised"] = self.metric == "cosine"
+            f.attrs["n_points"] = self.n_points
+            f.attrs["dim"] = self.dim
+            f.attrs["embedder"] = json.dumps(self.embedder_description, sort_keys=True)
+            f["features"] = self.features
+            group = f.create_group("embedder")
+            for name, value in state.items():
+                group[name] = value
 
     @classmethod
     def load(cls, path, *, embedder=None, device="auto", dtype="float32", backend="torch", chunk_size=None):

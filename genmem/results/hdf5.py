@@ -23,6 +23,7 @@ Per-example data is never stored in attributes. Files are written to a
 temporary name in the target folder and renamed into place, so a reader never
 sees a half-written file.
 """
+import contextlib
 import json
 import os
 import shutil
@@ -73,19 +74,39 @@ def _write(f, result):
         f[key] = value
 
 
-def write_result(path, result):
-    """Write ``result`` to ``path`` atomically (temporary file in the same folder, then rename)."""
+@contextlib.contextmanager
+def atomic_h5(path, *, start_from=None):
+    """An HDF5 file open for writing under a temporary name, renamed to ``path`` when the block succeeds.
+
+    Parameters
+    ----------
+    path : path-like
+        The file to (re)place; its folder must exist.
+    start_from : path-like, optional
+        Start from a copy of this file (opened ``r+``) instead of an empty one.
+
+    A failure inside the block leaves ``path`` as it was and removes the
+    temporary file, so no reader ever sees a half-written file.
+    """
     path = Path(path)
-    if path.parent and not path.parent.exists():
+    if not path.parent.exists():
         raise GenmemError(f"the output folder {path.parent} does not exist; create it or choose another --out")
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
-        with h5py.File(tmp, "w") as f:
-            _write(f, result)
+        if start_from is not None:
+            shutil.copyfile(start_from, tmp)
+        with h5py.File(tmp, "r+" if start_from is not None else "w") as f:
+            yield f
         os.replace(tmp, path)
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+def write_result(path, result):
+    """Write ``result`` to ``path`` atomically (temporary file in the same folder, then rename)."""
+    with atomic_h5(path) as f:
+        _write(f, result)
 
 
 def _open(path):
@@ -180,19 +201,12 @@ def add_views(path, views, attrs=None):
             raise GenmemError(f"view name {key!r} must be 'group/name' outside {', '.join(_RUN_GROUPS)}")
         if len(value) != n:
             raise GenmemError(f"view {key!r} has {len(value)} rows but the run has {n} examples")
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        shutil.copyfile(path, tmp)
-        with h5py.File(tmp, "r+") as f:
-            for key, value in views.items():
-                if key in f:
-                    del f[key]
-                f[key] = value
-            for key, values in (attrs or {}).items():
-                for name, value in values.items():
-                    ok = isinstance(value, (str, int, float, bool, np.integer, np.floating))
-                    f[key].attrs[name] = value if ok else json.dumps(value, sort_keys=True)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    with atomic_h5(path, start_from=path) as f:
+        for key, value in views.items():
+            if key in f:
+                del f[key]
+            f[key] = value
+        for key, values in (attrs or {}).items():
+            for name, value in values.items():
+                ok = isinstance(value, (str, int, float, bool, np.integer, np.floating))
+                f[key].attrs[name] = value if ok else json.dumps(value, sort_keys=True)

@@ -1,0 +1,39 @@
+"""What every file genmem writes records about how it was made."""
+import datetime
+import platform
+import sys
+
+import numpy as np
+
+from .. import __version__
+from ..device import describe_device
+
+
+def library_versions():
+    """Versions of Python and the libraries a result depends on."""
+    import h5py
+    import scipy
+    import sklearn
+    import torch
+
+    versions = {"python": platform.python_version(), "genmem": __version__, "numpy": np.__version__,
+                "scipy": scipy.__version__, "scikit-learn": sklearn.__version__, "torch": torch.__version__,
+                "h5py": h5py.__version__}
+    try:
+        import pyro
+
+        versions["pyro-ppl"] = pyro.__version__
+    except ImportError:  # pragma: no cover - pyro is a dependency
+        pass
+    return versions
+
+
+def now():
+    """The current UTC time as an ISO 8601 string (seconds)."""
+    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+
+
+def provenance(device, argv=None):
+    """genmem and library versions, device, creation time and command line of a run."""
+    return {"genmem_version": __version__, "created": now(), "argv": list(sys.argv if argv is None else argv),
+            "versions": library_versions(), "device": describe_device(device)}
