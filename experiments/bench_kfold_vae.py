@@ -29,7 +29,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from scipy.special import logsumexp
 from scipy.stats import spearmanr
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -37,6 +36,7 @@ sys.path.insert(0, str(ROOT))
 
 from genmem.data import load_dataset, prepare  # noqa: E402
 from genmem.device import describe_device, resolve_device  # noqa: E402
+from genmem.memorization import estimate  # noqa: E402
 from genmem.models.vae import PRESETS, VAE  # noqa: E402
 
 PRESET = PRESETS["vdb-bmnist"]
@@ -147,12 +147,9 @@ def _sync(device):
 
 
 def memorization(loglik, masks):
-    """The reference estimator with one repeat: log-mean-exp over in-fold models − the held-out model."""
-    scores = np.empty(loglik.shape[1])
-    for i in range(loglik.shape[1]):
-        inside = loglik[masks[:, i], i]
-        scores[i] = logsumexp(inside) - np.log(len(inside)) - loglik[~masks[:, i], i].mean()
-    return scores
+    """genmem's reference estimator for one repeat of K-fold units (``masks[k]`` = rows unit k trained on)."""
+    assignment = np.argmin(masks, axis=0)[None]  # the fold that holds each example out
+    return estimate(loglik[None], assignment, "reference")[0]
 
 
 def main(argv=None):
