@@ -36,3 +36,15 @@ def test_unit_seeds_are_distinct_and_stable():
 def test_bad_arguments(n, k, r, seed, msg):
     with pytest.raises(GenmemError, match=msg):
         make_folds(n, k, r, seed)
+
+
+def test_streams_do_not_alias_each_other_or_a_plain_seed():
+    from genmem.seeds import DEQUANTIZE, FOLDS, stream_rng
+
+    draws = [stream_rng(7, FOLDS, 0).random(4), stream_rng(7, DEQUANTIZE).random(4),
+             np.random.default_rng(7).random(4), np.random.default_rng([7, 0, 0]).random(4)]
+    assert len({tuple(d) for d in draws}) == 3  # only the two plain seeds coincide (numpy pads lists with zeros)
+    aliased = np.empty(20, dtype=np.int64)
+    for k, part in enumerate(np.array_split(np.random.default_rng(7).permutation(20), 4)):
+        aliased[part] = k
+    assert not np.array_equal(make_folds(20, 4, seed=7)[0], aliased)

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import GenmemError
+from ..seeds import DEQUANTIZE, stream_rng
 from .loaders import Dataset
 
 BINARIZE_MODES = ("fixed", "dynamic")
@@ -56,7 +57,7 @@ def prepare(dataset, *, scale=True, pca=None, binarize=None, dequantize=False, p
        centred; an odd excess puts the extra row/column at the bottom/right.
     2. Flatten to [N, D].
     3. ``dequantize`` (discrete data only): ``y = (x + u) / levels`` with
-       ``u ~ U[0, 1)^D`` from ``np.random.default_rng(seed)`` (``y = x + u``
+       ``u ~ U[0, 1)^D`` from the stream ``genmem.seeds.stream_rng(seed, DEQUANTIZE)`` (``y = x + u``
        when ``scale=False``). Otherwise, with ``scale=True``, discrete data are
        divided by ``levels - 1`` (so they span [0, 1]) and continuous data are
        mapped by their global min/max to [0, 1]; ``scale=False`` leaves the
@@ -129,8 +130,8 @@ def prepare(dataset, *, scale=True, pca=None, binarize=None, dequantize=False, p
         raise GenmemError("binarize='dynamic' needs pixel values in [0, 1] for Bernoulli draws; drop pca")
     if dequantize and dataset.levels is None:
         raise GenmemError(f"dequantize needs discrete data; dataset {dataset.name!r} is continuous (levels=None)")
-    if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool):
-        raise GenmemError(f"seed must be an int; got {seed!r}")
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise GenmemError(f"seed must be a non-negative int; got {seed!r}")
 
     x, pad_shape, pad_offset = dataset.x, None, None
     if pad_to is not None:
@@ -146,7 +147,7 @@ def prepare(dataset, *, scale=True, pca=None, binarize=None, dequantize=False, p
     where = f"{'x'.join(map(str, shape))} {'padded ' if pad_to is not None else ''}image"
     if dequantize:
         offset, divisor = 0.0, float(dataset.levels) if scale else 1.0
-        X += np.random.default_rng(seed).random(X.shape)
+        X += stream_rng(seed, DEQUANTIZE).random(X.shape)
         units = (
             f"log-density of the dequantized values x+u on [0, {dataset.levels})^{d} ({where}); "
             "its mean over u is a lower bound on the discrete log-probability log P(x)"

@@ -8,18 +8,18 @@ by the caller, never from the global random state.
 """
 import math
 
-import numpy as np
 import torch
 from torch import nn
 
 from ..errors import GenmemError
+from ..seeds import stream_seed
 
 ARCHS = ("auto", "dcgan", "mlp")
 #: DCGAN image side -> (side of the first feature map, number of ×2 upsamplings).
 DCGAN_SIDES = {28: (7, 2), 32: (4, 3)}
 INIT_STD = 0.02
 LEAKY_SLOPE = 0.2
-#: First key of the weight-initialisation streams (see :func:`stream_seed`).
+#: First key of the weight-initialisation streams (see :func:`genmem.seeds.stream_seed`).
 INIT_STREAM = 0
 
 
@@ -162,8 +162,3 @@ def make_gan(image_shape, *, arch="auto", z_dim=64, width=None, seed=0):
     for stream, net in enumerate((G, D)):
         init_weights(net, torch.Generator().manual_seed(stream_seed(seed, INIT_STREAM, stream)))
     return G, D
-
-
-def stream_seed(seed, *stream):
-    """An independent 63-bit seed for the random stream ``stream`` (ints) of a run seeded with ``seed``."""
-    return int(np.random.SeedSequence([int(seed), *map(int, stream)]).generate_state(1, np.uint64)[0] >> np.uint64(1))

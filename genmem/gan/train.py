@@ -9,7 +9,7 @@ the data-copying test C_T, the Fréchet distance FD_f, and the NN-distance
 histograms. :func:`sweep_tau` trains one model per (τ, seed) — the analogue
 of the paper's Figure 6. :func:`write_gan` stores a run in one HDF5 file.
 
-Random streams of a run seeded with ``seed`` (see :func:`~genmem.gan.nets.stream_seed`):
+Random streams of a run seeded with ``seed`` (see :func:`genmem.seeds.stream_seed`):
 ``(seed, 0, ·)`` weight initialisation, ``(seed, 1)`` real-batch indices,
 ``(seed, 2)`` training latents, ``(seed, 3)`` evaluation latents; the k-means
 cells of C_T use ``seed`` itself. The test hold-out of datasets without a test
@@ -32,7 +32,8 @@ from ..device import resolve_device
 from ..errors import GenmemError
 from ..results import atomic_h5, provenance
 from ..neighbours import NeighbourBank, data_copying_test, imagenet_embedder
-from .nets import make_gan, stream_seed
+from ..seeds import stream_seed
+from .nets import make_gan
 from .rejection import DEFAULT_MAX_TRIES, MemorizationRejection, bank_features, resolve_tau
 
 logger = logging.getLogger(__name__)
@@ -508,7 +509,7 @@ def write_gan(path, run, evaluation, *, data_info=None, train_index=None, test_i
              "train_latents": f"({seed}, {LATENT_STREAM})", "eval_latents": f"({evaluation.metrics['seed']}, "
                                                                            f"{EVAL_STREAM})",
              "ct_kmeans": evaluation.metrics["seed"],
-             "streams": "numpy SeedSequence([seed, *stream]) -> 63-bit torch.Generator seed"}
+             "streams": "numpy SeedSequence(seed, spawn_key=stream) -> 63-bit torch.Generator seed (genmem.seeds)"}
     meta = provenance(run.config["device"], argv)
     with atomic_h5(path) as f:
         f.attrs["format"] = FORMAT

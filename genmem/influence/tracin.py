@@ -38,6 +38,7 @@ from torch.func import functional_call, grad, vmap
 
 from ..device import resolve_device
 from ..errors import GenmemError
+from ..seeds import stream, stream_seed
 from ..memorization.runner import RUNTIME_PARAMS
 from ..models.base import torch_generator
 from ..validation import check_data
@@ -126,12 +127,6 @@ class Checkpoint(NamedTuple):
     label: str = ""
 
 
-def stream_seed(seed, stream):
-    """The integer seed of random stream ``stream`` under root ``seed`` (``SeedSequence([seed, stream])``)."""
-    state = np.random.SeedSequence([int(seed), int(stream)]).generate_state(1, dtype=np.uint64)[0]
-    return int(state >> np.uint64(1))
-
-
 def _positive_int(value, what):
     if not (isinstance(value, (int, np.integer)) and not isinstance(value, bool) and value >= 1):
         raise GenmemError(f"{what} must be a positive int; got {value!r}")
@@ -162,7 +157,7 @@ class _Projection:
         key = (p, b)
         if self.cache is not None and key in self.cache:
             return self.cache[key]
-        seq = np.random.SeedSequence([self.seed, PROJECTION_STREAM, p, b])
+        seq = stream(self.seed, PROJECTION_STREAM, p, b)
         gen = torch_generator(int(seq.generate_state(1, dtype=np.uint64)[0] >> np.uint64(1)))
         if self.kind == "rademacher":
             values = torch.randint(0, 2, (rows, self.dim), generator=gen).to(torch.float64).mul_(2.0).sub_(1.0)

@@ -1,17 +1,14 @@
 """K-fold × R-repeat holdout assignments and the per-unit seeds.
 
-Every random draw of a run comes from a :class:`numpy.random.SeedSequence`
-keyed by ``(seed, stream, …)``: the fold permutation of repeat ``r`` from
-``(seed, FOLD_STREAM, r)``, the model of unit ``(r, k)`` from
-``(seed, UNIT_STREAM, r, k)``. Folds are therefore independent of model
+Every random draw of a run comes from a named stream of :mod:`genmem.seeds`:
+the fold permutation of repeat ``r`` from ``stream(seed, FOLDS, r)``, the model
+of unit ``(r, k)`` from ``stream(seed, UNITS, r, k)``. Folds are therefore independent of model
 randomness, and any unit can be re-run alone with the same numbers.
 """
 import numpy as np
 
 from ..errors import GenmemError
-
-FOLD_STREAM = 0
-UNIT_STREAM = 1
+from ..seeds import FOLDS, UNITS, stream_rng, stream_seed
 
 
 def check_fold_args(n, folds, repeats, seed):
@@ -43,7 +40,7 @@ def make_folds(n, folds, repeats=1, seed=0):
     check_fold_args(n, folds, repeats, seed)
     assignment = np.empty((repeats, n), dtype=np.int64)
     for r in range(repeats):
-        rng = np.random.default_rng(np.random.SeedSequence([seed, FOLD_STREAM, r]))
+        rng = stream_rng(seed, FOLDS, r)
         for k, part in enumerate(np.array_split(rng.permutation(n), folds)):
             assignment[r, part] = k
     return assignment
@@ -51,5 +48,4 @@ def make_folds(n, folds, repeats=1, seed=0):
 
 def unit_seed(seed, repeat, fold):
     """The integer seed of unit ``(repeat, fold)``'s model (< 2**63)."""
-    state = np.random.SeedSequence([seed, UNIT_STREAM, repeat, fold]).generate_state(1, dtype=np.uint64)
-    return int(state[0] >> np.uint64(1))
+    return stream_seed(seed, UNITS, repeat, fold)

@@ -155,8 +155,9 @@ def kfold(model, X, *, folds=10, repeats=1, seed=0, estimator=DEFAULT_ESTIMATOR,
     seeds = np.array([[unit_seed(seed, r, k) for k in range(folds)] for r in range(repeats)], dtype=np.uint64)
     meta = {
         **provenance(model.get_params().get("device", "cpu"), argv),
-        "seeds": {"seed": seed, "folds": "SeedSequence([seed, 0, repeat])",
-                  "units": "SeedSequence([seed, 1, repeat, fold]); see /folds/unit_seed"},
+        "seeds": {"seed": seed, "folds": "SeedSequence(seed, spawn_key=(0, repeat))",
+                  "units": "SeedSequence(seed, spawn_key=(1, repeat, fold)); see /folds/unit_seed",
+                  "dequantize": "SeedSequence(seed, spawn_key=(2,)) when the data were dequantized"},
     }
     result = KFoldResult(
         loglik=np.full((repeats, folds, n), np.nan), assignment=assignment,
