@@ -121,3 +121,30 @@ def test_bad_result_files(tmp_path):
         assert_one_line_error(run([cmd, tmp_path / "text.h5"]), "not an HDF5 file")
         assert_one_line_error(run([cmd, tmp_path / "foreign.h5"]), "not a genmem results file")
         assert_one_line_error(run([cmd, tmp_path / "missing.h5"]), "no such file")
+
+
+def test_more_bad_kfold_input(tmp_path, rng):
+    assert_one_line_error(run(["kfold", "--model", "kde", "--binarize", "dynamic", "-q", "--out", tmp_path / "a.h5"]),
+                          "only the VAE")
+    assert_one_line_error(run(["kfold", "--model", "kde", "--limit", 50, "-q", "--out", tmp_path / "no" / "a.h5"]),
+                          "does not exist")
+    assert run(["kfold", "--model", "kde", "--seed", -1]).exit_code == 2
+
+
+def test_vae_on_a_flat_array(tmp_path, rng):
+    np.save(tmp_path / "x.npy", rng.random((40, 6)))
+    result = run(["kfold", "--model", "vae", "--folds", 2, "--epochs", 1, "--num-samples", 16, "--hidden", "8",
+                  "--dataset", f"npy:{tmp_path / 'x.npy'}", "--out", tmp_path / "v.h5", "-q"])
+    assert result.exit_code == 0, result.output
+    assert genmem.read_result(tmp_path / "v.h5").config["model"]["params"]["image_shape"] is None
+
+
+def test_top_refuses_a_matrix_view(kde_run, tmp_path):
+    import shutil
+
+    from genmem.results import add_views
+
+    out = tmp_path / "copy.h5"
+    shutil.copy(kde_run[0], out)
+    add_views(out, {"influence/test": np.zeros((200, 3))})
+    assert_one_line_error(run(["top", out, "--by", "influence/test"]), "per-example")

@@ -176,3 +176,8 @@ def test_cli_ct_table_and_json(moon_sets, tmp_path):
     assert out.exit_code != 0 and isinstance(out.exception, SystemExit)
     lines = [line for line in out.output.splitlines() if line.startswith("Error")]
     assert len(lines) == 1 and "fewer cells" in lines[0]
+
+
+def test_default_tau_c_needs_more_than_20_generated_samples(rng):
+    with pytest.raises(GenmemError, match="more than 20"):
+        data_copying_test(rng.normal(size=(50, 2)), rng.normal(size=(30, 2)), rng.normal(size=(20, 2)), n_cells=2)

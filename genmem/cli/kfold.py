@@ -46,7 +46,7 @@ def model_params(name, options, prepared):
     params = {key: options[key] for key in VAE_OPTIONS if options[key] is not None}
     if prepared.info.get("binarize") == "dynamic":
         params["binarize"] = "dynamic"
-    if prepared.info.get("pca") is None:
+    if prepared.info.get("pca") is None and prepared.images.ndim in (3, 4):
         params["image_shape"] = tuple(prepared.images.shape[1:])
     return params
 
@@ -100,7 +100,8 @@ def _apply_preset(ctx, args):
 @click.option("--estimator", type=click.Choice(ESTIMATORS), default=ESTIMATORS[0], show_default=True,
               help="Estimator stored as /scores/memorization (both are stored).")
 @click.option("--units-per-batch", type=int, help="Units fitted together (default: K).")
-@click.option("--seed", default=0, show_default=True, help="Root seed of folds and models.")
+@click.option("--seed", default=0, show_default=True, type=click.IntRange(min=0),
+              help="Root seed of folds, models and dequantization.")
 @click.option("--device", type=click.Choice(DEVICES), default="auto", show_default=True)
 @click.option("--out", "-o", type=click.Path(dir_okay=False), help="Results file [default: DATASET-MODEL-kK.h5].")
 @click.option("--force", is_flag=True, help="Overwrite an existing results file of another run.")
@@ -122,6 +123,9 @@ def kfold(ctx, **args):
 
 def _run(model_name, preset, folds, repeats, dataset, data_dir, split, limit, pca, binarize, dequantize, pad_to,
          estimator, units_per_batch, seed, device, out, force, no_store_data, quiet, **options):
+    if binarize == "dynamic" and model_name != "vae":
+        raise GenmemError(f"--binarize dynamic draws fresh binary pixels while training, which only the VAE does; "
+                          f"use --binarize fixed with --model {model_name}")
     data = load_dataset(dataset, data_dir=data_dir, split=split)
     if limit is not None:
         if limit < 2:

@@ -22,7 +22,7 @@ EMBED_HELP = "Feature map: pixels, pca:D, npy:PATH (features of the run's exampl
 @click.option("--metric", type=click.Choice(METRICS), default="cosine", show_default=True,
               help="NN distance: 1 − cos of L2-normalised features, or Euclidean.")
 @click.option("--device", type=click.Choice(DEVICES), default="auto", show_default=True)
-@click.option("--seed", default=0, show_default=True, help="Seed of the PCA solver.")
+@click.option("--seed", default=0, show_default=True, type=click.IntRange(min=0), help="Seed of the PCA solver.")
 @click.option("--save-bank", type=click.Path(dir_okay=False), help="Also save the neighbour bank to this HDF5 file.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
 def neighbours(file, embed, metric, device, seed, save_bank, as_json):
@@ -98,7 +98,8 @@ def _points(spec, split, data_dir):
 @click.option("--cells", "n_cells", default=5, show_default=True, help="k-means cells.")
 @click.option("--min-frac", type=float, help="τ_C: keep cells whose generated share exceeds it [default: 20/m].")
 @click.option("--metric", type=click.Choice(METRICS), default="euclidean", show_default=True)
-@click.option("--seed", default=0, show_default=True, help="Seed of k-means (and PCA).")
+@click.option("--seed", default=0, show_default=True, type=click.IntRange(min=0),
+              help="Seed of k-means (and PCA).")
 @click.option("--device", type=click.Choice(DEVICES), default="auto", show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 def ct(train_spec, test_spec, generated, data_dir, embed, n_cells, min_frac, metric, seed, device, as_json):

@@ -97,8 +97,12 @@ def memorization_scores(loglik, assignment, estimator=DEFAULT_ESTIMATOR):
     """
     if estimator not in ESTIMATORS:
         raise GenmemError(f"unknown estimator {estimator!r}; use one of {', '.join(ESTIMATORS)}")
-    scores = {f"memorization_{name}": estimate(loglik, assignment, name)[0] for name in ESTIMATORS}
-    scores["memorization"], scores["loglik_in"], scores["loglik_out"] = estimate(loglik, assignment, estimator)
+    scores = {}
+    for name in ESTIMATORS:
+        m, lin, lout = estimate(loglik, assignment, name)
+        scores[f"memorization_{name}"] = m
+        if name == estimator:
+            scores["memorization"], scores["loglik_in"], scores["loglik_out"] = m, lin, lout
     if loglik.shape[0] > 1:
         scores["stderr"] = jackknife_stderr(loglik, assignment, estimator)
     return scores

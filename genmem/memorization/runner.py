@@ -47,8 +47,11 @@ def _fingerprint(config):
     identity = json.loads(json.dumps(config))
     identity.pop("units_per_batch", None)
     identity.pop("artifact_dir", None)
+    params = identity["model"]["params"]
+    if "device" in params:  # CPU and CUDA generators draw different random numbers
+        identity["device_type"] = str(params["device"]).split(":")[0]
     for key in RUNTIME_PARAMS:
-        identity["model"]["params"].pop(key, None)
+        params.pop(key, None)
     return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
 
 
@@ -167,6 +170,8 @@ def kfold(model, X, *, folds=10, repeats=1, seed=0, estimator=DEFAULT_ESTIMATOR,
     )
 
     out = None if out is None else Path(out)
+    if out is not None and not out.parent.exists():
+        raise GenmemError(f"the output folder {out.parent} does not exist; create it or choose another --out")
     partial = None if out is None else out.with_name(out.name + ".partial")
     artifact_dir = None if out is None else out.with_suffix(".units")
     config["artifact_dir"] = None if out is None else artifact_dir.name

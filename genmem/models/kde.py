@@ -158,13 +158,12 @@ class KDE(DensityModel):
         grid = np.asarray(grid, dtype=np.float64)
         kernel = _Kernel(X, device, dtype, self.chunk_size)
         n, d = X.shape
-        h = torch.as_tensor(grid, dtype=dtype, device=device)
         total = torch.zeros(len(grid), dtype=dtype, device=device)
         for sl, d2 in kernel.chunks(X):
             rows = torch.arange(sl.start, sl.stop, device=device)
             d2[torch.arange(len(rows), device=device), rows] = math.inf  # leave self out
-            L = -d2[None] / (2.0 * h[:, None, None] ** 2)  # [G, c, n]
-            total += torch.logsumexp(L, dim=2).sum(1)
+            for g, h in enumerate(grid):
+                total[g] += torch.logsumexp(-d2 / (2.0 * h * h), dim=1).sum()
         norms = torch.as_tensor([_log_norm(g, d) for g in grid], dtype=dtype, device=device)
         scores = (total / n + norms - math.log(n - 1)).cpu().numpy()
         best = int(np.argmax(scores))

@@ -168,6 +168,9 @@ def data_copying_test(train, test, generated, *, n_cells=5, min_frac=None, rng=0
                               "embed all three sets with the same feature map")
     m, n = len(generated), len(test)
     if min_frac is None:
+        if m <= DEFAULT_MIN_GENERATED:
+            raise GenmemError(f"the default τ_C = {DEFAULT_MIN_GENERATED}/m needs more than {DEFAULT_MIN_GENERATED} "
+                              f"generated samples; got {m} — generate more or pass min_frac")
         min_frac = DEFAULT_MIN_GENERATED / m
     if not 0.0 <= float(min_frac) < 1.0:
         raise GenmemError(f"min_frac (τ_C) must lie in [0, 1); got {min_frac}")

@@ -71,9 +71,10 @@ class KFoldResult:
     def values(self, name):
         """The per-example array ``name``: a score (``"memorization"``, ...) or a view (``"influence/self"``)."""
         found = self.scores.get(name, self.views.get(name))
-        if found is None:
-            available = ", ".join([*self.scores, *self.views]) or "none"
-            raise GenmemError(f"the result has no score {name!r}; available: {available}")
+        if found is None or np.ndim(found) != 1:
+            available = ", ".join(key for key, value in {**self.scores, **self.views}.items() if np.ndim(value) == 1)
+            what = "no" if found is None else "no per-example (1-D)"
+            raise GenmemError(f"the result has {what} score {name!r}; rank by one of: {available or 'none'}")
         return found
 
     def top(self, n=20, by="memorization"):
