@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from genmem.cli.gan import plot_tau_sweep
+from genmem.plots import plot_tau_sweep
 from genmem.gan import load_gan_data, sweep_tau
 from genmem.gan.train import parse_tau_list
 from genmem.results import provenance

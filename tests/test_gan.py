@@ -1,4 +1,5 @@
 """Memorization rejection, the built-in GAN, its evaluation and ``genmem gan``, against brute force and closed forms."""
+import importlib.util
 import json
 
 import numpy as np
@@ -299,6 +300,18 @@ def test_nets_shapes_and_seeding_without_global_state(shape):
         make_gan((1, 20, 20), arch="dcgan")
 
 
+@pytest.mark.parametrize("kwargs, words", [
+    ({"width": 0}, "width must be a positive integer; got 0"),
+    ({"width": -1, "arch": "dcgan"}, "width must be a positive integer; got -1"),
+    ({"width": 8.0}, "width must be a positive integer"),
+    ({"z_dim": 0}, "z_dim must be a positive integer"),
+    ({"z_dim": None}, "z_dim must be a positive integer"),
+])
+def test_make_gan_rejects_non_positive_sizes(kwargs, words):
+    with pytest.raises(GenmemError, match=words):
+        make_gan((1, 28, 28), **kwargs)
+
+
 @pytest.fixture(scope="module")
 def small_digits():
     return load_gan_data("digits", limit=200)
@@ -395,6 +408,7 @@ def test_cli_tau_sweep_writes_table_and_plot(tmp_path):
     assert table["summary"][0]["rejection_rate_mean_mean"] == 0.0
     assert "spearman_tau_c_t" in table["trend"]
     assert (tmp_path / "sweep.png").stat().st_size > 0
+    assert sorted(f.name for f in tmp_path.iterdir()) == ["sweep.json", "sweep.png"]  # no temporary file left
     assert "C_T mean" in res.stdout
 
 
@@ -412,3 +426,36 @@ def test_cli_bad_input_is_one_line(tmp_path, args, words):
     assert words in res.output
     assert "Traceback" not in res.output
     assert res.output.strip().splitlines()[-1].startswith("Error: ")
+
+
+@pytest.mark.parametrize("args, words", [
+    (["--width", "0"], "width must be a positive integer; got 0"),
+    (["--width", "-1"], "width must be a positive integer; got -1"),
+    (["--z-dim", "0"], "z_dim must be a positive integer"),
+    (["--width", "0", "--sweep-tau", "0,1x", "--out", "{tmp}/t.json"], "width must be a positive integer"),
+    (["--n-samples", "20"], "--n-samples must be more than 20"),
+    (["--n-samples", "-3"], "--n-samples must be more than 20"),
+    (["--cells", "0"], "--cells must be a positive integer"),
+    (["--cells", "201"], "exceeds the 200 training images"),
+    (["--out", "{tmp}/missing/o.h5"], "output folder"),
+    (["--sweep-tau", "0,1x", "--out", "{tmp}/missing/t.json"], "output folder"),
+    (["--sweep-tau", "0,1x", "--out", "{tmp}/t.json", "--plot", "{tmp}/missing/t.png"], "output folder"),
+    (["--inception", "{tmp}/weights.pth"], "needs torchvision"),
+    (["--seed", "-1"], "Invalid value for '--seed'"),
+    (["--split-seed", "-2"], "Invalid value for '--split-seed'"),
+    (["--sweep-tau", "0,1x", "--seeds", "0,-1", "--out", "{tmp}/t.json"], "seeds >= 0"),
+])
+def test_cli_cheap_input_errors_come_before_any_training(tmp_path, monkeypatch, args, words):
+    def no_training(*args, **kwargs):
+        raise AssertionError("training started before the bad input was caught")
+
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "torchvision"
+                        else find_spec(name, *a))
+    monkeypatch.setattr("genmem.gan.train.discriminator_loss", no_training)
+    (tmp_path / "weights.pth").write_bytes(b"")
+    res = run_cli([*TINY, "--out", tmp_path / "o.h5", *(a.format(tmp=tmp_path) for a in args)])
+    assert res.exit_code != 0 and isinstance(res.exception, SystemExit) and "Traceback" not in res.output
+    last = res.output.strip().splitlines()[-1]
+    assert last.startswith("Error: ") and words in last, res.output
+    assert sorted(f.name for f in tmp_path.iterdir()) == ["weights.pth"]

@@ -1,9 +1,10 @@
 """``genmem gan``: train the built-in GAN with memorization rejection and evaluate it, or sweep τ."""
+import importlib.util
 import json
+import os
 from pathlib import Path
 
 import click
-import numpy as np
 
 from ..device import DEVICES, resolve_device
 from ..errors import GenmemError
@@ -11,17 +12,23 @@ from ..gan import evaluate_gan, load_gan_data, sweep_tau, train_gan, write_gan
 from ..gan.nets import ARCHS
 from ..gan.rejection import DEFAULT_MAX_TRIES, MODES
 from ..gan.train import LOSSES, parse_tau_list
-from ..results import provenance
+from ..memorization.runner import _jsonable
 from ..neighbours import NeighbourBank
+from ..neighbours.copying import DEFAULT_MIN_GENERATED
+from ..plots import plot_tau_sweep
+from ..results import provenance
 
 
 def _seeds(ctx, param, value):
     if value is None:
         return None
     try:
-        return [int(s) for s in value.split(",") if s.strip()]
+        seeds = [int(s) for s in value.split(",") if s.strip()]
     except ValueError:
-        raise click.BadParameter(f"expected comma-separated integer seeds such as 0,1,2; got {value!r}") from None
+        seeds = [-1]
+    if not seeds or min(seeds) < 0:
+        raise click.BadParameter(f"expected comma-separated integer seeds >= 0 such as 0,1,2; got {value!r}")
+    return seeds
 
 
 def _tau(value):
@@ -37,7 +44,8 @@ def _tau(value):
 @click.option("--test-fraction", type=float,
               help="Hold out this share of the training split as the test set [default: 0.2 for datasets "
                    "without a test split (digits, .npy), else the dataset's test split].")
-@click.option("--split-seed", default=0, show_default=True, help="Seed of the hold-out test set.")
+@click.option("--split-seed", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Seed of the hold-out test set.")
 @click.option("--embed", default="pixels", show_default=True,
               help="Feature map of the neighbour bank (rejection, C_T, FD_f): pixels, pca:D or imagenet:ARCH:WEIGHTS.")
 @click.option("--tau", default="auto", show_default=True,
@@ -45,9 +53,11 @@ def _tau(value):
                    "or none.")
 @click.option("--sweep-tau", help="Train one model per threshold of this list (e.g. 0,0.5x,1x,1.5x) and write the "
                                   "FD_f-vs-C_T table (JSON) and plot (PNG).")
-@click.option("--seed", default=0, show_default=True, help="Seed of the model, its training and its evaluation.")
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Seed of the model, its training, its evaluation and the neighbour bank's feature map.")
 @click.option("--seeds", callback=_seeds,
-              help="Sweep: comma-separated seeds, one model per seed and τ [default: --seed].")
+              help="Sweep: comma-separated seeds, one model per seed and τ; the first also seeds the neighbour "
+                   "bank's feature map [default: --seed].")
 @click.option("--mode", type=click.Choice(MODES), default="resample", show_default=True,
               help="resample: refill the batch with accepted samples; mask: drop rejected samples from the loss.")
 @click.option("--max-tries", default=DEFAULT_MAX_TRIES, show_default=True,
@@ -89,26 +99,42 @@ def gan(dataset, data_dir, limit, test_fraction, split_seed, embed, tau, sweep_t
     if inception is not None and not Path(inception).is_file():
         raise GenmemError(f"Inception weights file {inception} does not exist; give a local torchvision "
                           "inception_v3 state dict (genmem never downloads)")
+    if inception is not None and importlib.util.find_spec("torchvision") is None:
+        raise GenmemError("--inception needs torchvision, which is not installed; pip install torchvision or drop "
+                          "--inception")
     if sweep_tau is not None and out is not None and Path(out).suffix.lower() != ".json":
         raise GenmemError(f"with --sweep-tau, --out is the JSON table; give a path ending in .json, not {out}")
+    if n_samples is not None and n_samples <= DEFAULT_MIN_GENERATED:
+        raise GenmemError(f"--n-samples must be more than {DEFAULT_MIN_GENERATED} (C_T's threshold τ_C = "
+                          f"{DEFAULT_MIN_GENERATED}/m); got {n_samples}")
+    if n_cells is not None and n_cells < 1:
+        raise GenmemError(f"--cells must be a positive integer; got {n_cells}")
+    out = Path(out or ("gan.h5" if sweep_tau is None else "gan_tau_sweep.json"))
+    plot = None if sweep_tau is None else Path(plot) if plot else out.with_suffix(".png")
+    for path in (out, plot):
+        if path is not None and not path.parent.is_dir():
+            raise GenmemError(f"the output folder {path.parent} does not exist; create it or choose another path")
     data = load_gan_data(dataset, data_dir=data_dir, limit=limit, test_fraction=test_fraction,
                          split_seed=split_seed)
+    if n_cells is not None and n_cells > len(data.train):
+        raise GenmemError(f"--cells {n_cells} exceeds the {len(data.train)} training images; choose fewer cells")
     if data.info["test_source"] == "holdout":
         click.echo(f"{dataset}: no test split used; held out a seeded {data.info['test_fraction']:g} "
                    f"({data.info['n_test']} images, split seed {split_seed}) as the test set", err=True)
     dev = resolve_device(device)
-    bank = NeighbourBank(embed, data.train, metric="cosine", device=dev, seed=split_seed)
+    run_seeds = seeds or [seed]
+    bank = NeighbourBank(embed, data.train, metric="cosine", device=dev,
+                         seed=run_seeds[0] if sweep_tau is not None else seed)
     train_args = {"mode": mode, "max_tries": max_tries, "apply_to_discriminator": reject_in_discriminator,
                   "steps": steps, "batch_size": batch_size, "n_dis": n_dis, "loss": loss, "lr": lr,
                   "betas": (beta1, beta2), "z_dim": z_dim, "width": width, "arch": arch, "log_every": log_every}
     if sweep_tau is not None:
-        _sweep(data, bank, sweep_tau, seeds or [seed], train_args, n_samples, n_cells, inception, dev,
-               Path(out or "gan_tau_sweep.json"), plot, as_json)
+        _sweep(data, bank, sweep_tau, run_seeds, train_args, n_samples, n_cells, inception, dev, out, plot,
+               as_json)
         return
     run = train_gan(data.train, tau=_tau(tau), bank=bank, seed=seed, device=dev, **train_args)
     ev = evaluate_gan(run.generator, bank, data.test, n_samples=n_samples, n_cells=n_cells, seed=seed,
                       inception=inception)
-    out = Path(out or "gan.h5")
     write_gan(out, run, ev, data_info=data.info, train_index=data.train_index, test_index=data.test_index)
     click.echo(f"wrote {out}", err=True)
     rate = run.history.get("rejection_rate")
@@ -137,10 +163,7 @@ def _sweep(data, bank, spec, seeds, train_args, n_samples, n_cells, inception, d
                       n_cells=n_cells, inception=inception, device=device, **train_args)
     table["data"] = data.info
     table["meta"] = provenance(device)
-    if not out.parent.exists():
-        raise GenmemError(f"the output folder {out.parent} does not exist; create it or choose another --out")
-    out.write_text(json.dumps(table, indent=1, default=_jsonable) + "\n")
-    plot = Path(plot) if plot else out.with_suffix(".png")
+    _write_json(out, table)
     plot_tau_sweep(table, plot)
     click.echo(f"wrote {out} and {plot}", err=True)
     if as_json:
@@ -161,33 +184,12 @@ def _sd(value, fmt=".3f"):
     return "-" if value is None else format(value, fmt)
 
 
-def _jsonable(value):
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, tuple):
-        return list(value)
-    raise TypeError(f"cannot write {type(value).__name__} to JSON")
-
-
-def plot_tau_sweep(table, path):
-    """FD_f (x) against C_T (y), one point per τ (mean over seeds, ±1 sd bars, runs as dots): paper Figure 6."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(5.5, 4.2))
-    colours = plt.get_cmap("viridis")(np.linspace(0, 0.9, len(table["summary"])))
-    for colour, row in zip(colours, table["summary"]):
-        runs = [r for r in table["runs"] if r["tau_spec"] == row["tau_spec"]]
-        ax.scatter([r["fd_f"] for r in runs], [r["c_t"] for r in runs], color=colour, s=12, alpha=0.45)
-        ax.errorbar(row["fd_f_mean"], row["c_t_mean"], xerr=row["fd_f_std"] or 0, yerr=row["c_t_std"] or 0,
-                    fmt="o", color=colour, capsize=3, label=f"τ = {row['tau_spec']} ({row['tau']:.3g})")
-    ax.axhline(0.0, color="grey", lw=0.8, ls="--")
-    ax.set_xlabel("FD_f (generated vs test, bank features)")
-    ax.set_ylabel("C_T (< 0: copying)")
-    ax.set_title(f"Memorization rejection: {len(table['seeds'])} seed(s) per τ", fontsize=10)
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+def _write_json(path, value):
+    """Write ``value`` as JSON to ``path`` atomically (a temporary file in the same folder, then a rename)."""
+    text = json.dumps(_jsonable(value), indent=1) + "\n"
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        tmp.write_text(text)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)

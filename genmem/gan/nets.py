@@ -134,9 +134,9 @@ def make_gan(image_shape, *, arch="auto", z_dim=64, width=None, seed=0):
     arch : {"auto", "dcgan", "mlp"}
         ``"auto"``: DCGAN for 28×28 and 32×32, MLP otherwise (e.g. 8×8 digits).
     z_dim : int
-        Latent dimension.
+        Latent dimension (positive).
     width : int, optional
-        DCGAN base channels (default 64) or MLP hidden units (default 128).
+        DCGAN base channels (default 64) or MLP hidden units (default 128); positive.
     seed : int
         Seed of the weight initialisation (streams ``(seed, 0, 0)`` for the generator, ``(seed, 0, 1)``
         for the discriminator).
@@ -149,8 +149,9 @@ def make_gan(image_shape, *, arch="auto", z_dim=64, width=None, seed=0):
     image_shape = tuple(int(s) for s in image_shape)
     if len(image_shape) != 3 or min(image_shape) < 1:
         raise GenmemError(f"image_shape must be (C, H, W) with positive sizes; got {image_shape}")
-    if isinstance(z_dim, bool) or not isinstance(z_dim, int) or z_dim < 1:
-        raise GenmemError(f"z_dim must be a positive integer; got {z_dim!r}")
+    for name, value in (("z_dim", z_dim), ("width", 1 if width is None else width)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise GenmemError(f"{name} must be a positive integer; got {value!r}")
     arch = resolve_arch(arch, image_shape)
     with torch.random.fork_rng(devices=[]):  # layers' default init draws from the global stream: leave it as it was
         if arch == "dcgan":

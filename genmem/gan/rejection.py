@@ -222,7 +222,6 @@ class MemorizationRejection:
                               f"{type(preprocess).__name__}")
         self.bank = bank
         self.tau = resolve_tau(tau, bank)
-        self.tau_spec = tau
         self.mode = mode
         self.max_tries = int(max_tries)
         self.apply_to_discriminator = bool(apply_to_discriminator)

@@ -12,8 +12,10 @@ of the paper's Figure 6. :func:`write_gan` stores a run in one HDF5 file.
 Random streams of a run seeded with ``seed`` (see :func:`genmem.seeds.stream_seed`):
 ``(seed, 0, ·)`` weight initialisation, ``(seed, 1)`` real-batch indices,
 ``(seed, 2)`` training latents, ``(seed, 3)`` evaluation latents; the k-means
-cells of C_T use ``seed`` itself. The test hold-out of datasets without a test
-split uses ``(split_seed, 4)``.
+cells of C_T use ``seed`` itself, and so does a neighbour bank built for the
+run (the random numbers of its feature map, e.g. PCA's solver); a τ sweep's
+bank, shared by all its runs, uses its first seed — as does ``genmem gan``.
+The test hold-out of datasets without a test split uses ``(split_seed, 4)``.
 """
 import json
 import logging
@@ -228,8 +230,8 @@ def train_gan(train_images, *, tau="auto", bank=None, embed="pixels", mode="resa
         Rejection threshold (see :func:`~genmem.gan.rejection.resolve_tau`);
         None trains without rejection.
     bank : NeighbourBank, optional
-        A cosine bank of ``train_images`` (in [0, 1]); built from ``embed``
-        when None and ``tau`` is given.
+        A cosine bank of ``train_images`` (in [0, 1]); built from ``embed``,
+        seeded with ``seed``, when None and ``tau`` is given.
     embed : str
         Feature map of the bank built here (``pixels``, ``pca:D``, ...).
     mode : {"resample", "mask"}
@@ -268,9 +270,9 @@ def train_gan(train_images, *, tau="auto", bank=None, embed="pixels", mode="resa
     if not (lr > 0 and len(betas) == 2 and all(0 <= b < 1 for b in betas)):
         raise GenmemError(f"Adam needs lr > 0 and betas in [0, 1); got lr={lr}, betas={tuple(betas)}")
     device = resolve_device(device)
+    G, D = make_gan(X.shape[1:], arch=arch, z_dim=z_dim, width=width, seed=seed)
     if bank is None and tau is not None:
         bank = NeighbourBank(embed, X, metric="cosine", device=device, seed=seed)
-    G, D = make_gan(X.shape[1:], arch=arch, z_dim=z_dim, width=width, seed=seed)
     G, D = G.to(device).train(), D.to(device).train()
     mr = None
     if tau is not None:
@@ -585,7 +587,8 @@ def sweep_tau(train_images, test_images, taus, *, seeds=(0,), bank=None, embed="
     seeds : list of int
         One model per seed and τ; the evaluation of a model uses its own seed.
     bank : NeighbourBank, optional
-        Built once from ``embed`` when None.
+        Built once from ``embed`` when None, seeded with the first of ``seeds``
+        (module documentation).
     embed, n_samples, n_cells, inception, device
         As for :func:`train_gan` and :func:`evaluate_gan`.
     **train_kwargs
@@ -603,11 +606,11 @@ def sweep_tau(train_images, test_images, taus, *, seeds=(0,), bank=None, embed="
     """
     train = _check_images(train_images, "train_images")
     device = resolve_device(device)
-    if bank is None:
-        bank = NeighbourBank(embed, train, metric="cosine", device=device)
     seeds = [int(s) for s in seeds]
     if not seeds or not len(taus):
         raise GenmemError("give at least one threshold and one seed to sweep")
+    if bank is None:
+        bank = NeighbourBank(embed, train, metric="cosine", device=device, seed=seeds[0])
     resolved = [(str(spec), resolve_tau(spec, bank)) for spec in taus]
     rows = []
     for spec, tau in resolved:

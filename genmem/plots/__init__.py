@@ -1,4 +1,5 @@
 """Figures made from results (imported by the CLI only; nothing imports plots)."""
 from .grid import plot_examples
+from .sweep import plot_tau_sweep
 
-__all__ = ["plot_examples"]
+__all__ = ["plot_examples", "plot_tau_sweep"]
