@@ -1,4 +1,5 @@
 """Closed-form influence (KDE, k-NN, GMM) against exact leave-one-out refits, brute force in NumPy/scikit-learn."""
+import importlib
 import json
 import warnings
 
@@ -14,6 +15,7 @@ import genmem
 from genmem.errors import GenmemError
 from genmem.influence import GMMInfluence, KDEInfluence, KNNInfluence, TopInfluence
 from genmem.models import GMM, KDE
+from genmem.results import add_views
 
 
 @pytest.fixture
@@ -233,7 +235,7 @@ def test_cli_kde_test_points(kde_file, tmp_path):
     log_p = lambda A, B: kde_log_p(A, B, 0.5)  # noqa: E731
     result = run(["influence", out, "--test-index", "3,7", "--test-index", 9, "-k", 2])
     assert result.exit_code == 0, result.output
-    stored = genmem.read_result(out).values("influence/test")
+    stored = genmem.read_result(out).views["influence/test"]
     np.testing.assert_allclose(stored, loo_refit(log_p, X, X[[3, 7, 9]]).T, atol=1e-8)
     lines = result.stdout.splitlines()
     assert lines[0] == "test point: row 3" and lines[2].split()[2] == "3"  # a point is its own top proponent
@@ -243,7 +245,32 @@ def test_cli_kde_test_points(kde_file, tmp_path):
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)
     assert report["test"][1]["proponents"][0]["row"] == 0
-    np.testing.assert_allclose(genmem.read_result(out).values("influence/test"), loo_refit(log_p, X, Z).T, atol=1e-8)
+    np.testing.assert_allclose(genmem.read_result(out).views["influence/test"], loo_refit(log_p, X, Z).T, atol=1e-8)
+
+
+def test_cli_self_and_test_points_validate_first_and_write_once(tmp_path, monkeypatch):
+    rng = np.random.default_rng(6)
+    X = rng.normal(size=(30, 2))
+    out = tmp_path / "kde.h5"
+    genmem.kfold(KDE(0.5), X, folds=3, out=out)
+    computed = []
+    monkeypatch.setattr(KDEInfluence, "self_influence",
+                        lambda inf, _orig=KDEInfluence.self_influence: computed.append(1) or _orig(inf))
+    assert_one_line_error(run(["influence", out, "--self", "--test-index", 99999]), "out of range", "0 to 29")
+    np.save(tmp_path / "bad.npy", np.zeros((3, 5)))
+    assert_one_line_error(run(["influence", out, "--self", "--test-data", tmp_path / "bad.npy"]), "2 features")
+    assert computed == [] and genmem.read_result(out).views == {}
+    calls = []
+    monkeypatch.setattr(importlib.import_module("genmem.cli.influence"), "add_views",
+                        lambda *a: calls.append(a) or add_views(*a))
+    result = run(["influence", out, "--self", "--test-index", "4,8"])
+    assert result.exit_code == 0, result.output
+    assert len(calls) == 1 and sorted(calls[0][1]) == sorted(calls[0][2]) == ["influence/self", "influence/test"]
+    res = genmem.read_result(out)
+    log_p = lambda A, B: kde_log_p(A, B, 0.5)  # noqa: E731
+    np.testing.assert_allclose(res.values("influence/self"), loo_self(log_p, X), atol=1e-8)
+    np.testing.assert_allclose(res.views["influence/test"], loo_refit(log_p, X, X[[4, 8]]).T, atol=1e-8)
+    assert computed == [1]
 
 
 def test_cli_gmm_self_influence(tmp_path):
@@ -265,6 +292,8 @@ def test_cli_bad_input(kde_file, tmp_path):
     assert_one_line_error(run(["influence", out, "--self", "--unbiased"]), "VAE runs")
     assert_one_line_error(run(["influence", out, "--test-index", 45]), "out of range", "0 to 44")
     assert_one_line_error(run(["influence", out, "--test-index", "a"]), "row numbers")
+    negative = run(["influence", out, "--self", "--seed", -1])
+    assert negative.exit_code == 2 and "-1" in negative.output  # click's usage error
     np.save(tmp_path / "bad.npy", np.zeros((3, 5)))
     assert_one_line_error(run(["influence", out, "--test-data", tmp_path / "bad.npy"]), "(3, 5)", "2 features")
     np.savez(tmp_path / "two.npz", a=np.zeros((3, 2)), b=np.zeros((3, 2)))

@@ -13,7 +13,8 @@ from torch import nn
 import genmem
 import genmem.influence.tracin as tracin_module
 from genmem.errors import GenmemError
-from genmem.influence import TopInfluence, TracIn, load_vae_checkpoint, module_loss, vae_negative_elbo, vae_tracin
+from genmem.influence import (KFoldTracIn, TopInfluence, TracIn, load_vae_checkpoint, module_loss, vae_negative_elbo,
+                              vae_tracin)
 from genmem.influence.tracin import TEST_STREAM, TRAIN_STREAM
 from genmem.models.vae import VAE
 from genmem.models.vae_nets import VAENet, init_parameters
@@ -75,6 +76,18 @@ def test_mlp_equals_brute_force(mlp_setup):
     np.testing.assert_allclose(tr.self_influence(X, unbiased=True), ref_self, rtol=1e-12)
     other = TracIn(module_loss(make_mlp(1), mse), checkpoints, chunk_size=64)
     np.testing.assert_allclose(other.influence(Z, X), tr.influence(Z, X), rtol=1e-12, atol=1e-12)
+
+
+def test_exact_influence_computes_each_training_gradient_once_per_checkpoint(mlp_setup, monkeypatch):
+    net, checkpoints, X, Z = mlp_setup
+    tr = TracIn(module_loss(make_mlp(1), mse), checkpoints, chunk_size=3)
+    rows = []
+    original = tr.gradients
+    monkeypatch.setattr(tr, "gradients", lambda params, R, eps=None: rows.append(len(R)) or original(params, R, eps))
+    matrix = tr.influence(Z, X)
+    assert sum(rows) == len(checkpoints) * (len(X) + len(Z))  # 4 test rows in 2 chunks, 13 training rows in 5
+    np.testing.assert_allclose(matrix, brute_force_mlp(net, checkpoints, X, Z)[1], rtol=1e-5,
+                               atol=1e-5 * np.abs(matrix).max())
 
 
 def test_top_k_and_sign(mlp_setup):
@@ -268,6 +281,7 @@ def test_vae_checkpoint_file(tmp_path, rng):
     vae, checkpoints, info = load_vae_checkpoint(path)
     assert [ck.label for ck in checkpoints] == ["epoch 1", "epoch 2"] and info["seed"] == 11
     assert [ck.lr for ck in checkpoints] == [model.lr, model.lr]
+    np.testing.assert_array_equal(vae.log_prob(X), VAE.from_checkpoint(path).log_prob(X))  # the last state
     tr = vae_tracin(path, draws=2, seed=1)
     Xt = torch.as_tensor(X[:5])
     eps = tr.noise(5, TRAIN_STREAM)
@@ -277,6 +291,9 @@ def test_vae_checkpoint_file(tmp_path, rng):
         load_vae_checkpoint(tmp_path / "junk.pt")
     with pytest.raises(GenmemError, match="missing"):
         load_vae_checkpoint(tmp_path / "unit_r0_k9.pt")
+    torch.save({"states": []}, tmp_path / "foreign.pt")
+    with pytest.raises(GenmemError, match="not a genmem VAE checkpoint"):
+        load_vae_checkpoint(tmp_path / "foreign.pt")
 
 
 # -- the command line on a K-fold VAE run -------------------------------------------------------
@@ -293,7 +310,7 @@ def vae_run(tmp_path_factory):
     return folder, X
 
 
-def test_cli_vae_self_influence_averages_units(vae_run, tmp_path):
+def test_cli_vae_self_influence_averages_units(vae_run, tmp_path, monkeypatch):
     folder, X = vae_run
     out = tmp_path / "run.h5"
     shutil.copy(folder / "run.h5", out)
@@ -314,9 +331,16 @@ def test_cli_vae_self_influence_averages_units(vae_run, tmp_path):
         attrs = dict(f["influence/self"].attrs)
     assert attrs["method"] == "tracin" and json.loads(attrs["checkpoints"]) == ["epoch 1", "epoch 2"]
     assert json.loads(attrs["lrs"]) == [2e-3, 2e-3] and attrs["units"] == 3
-    test = run(["influence", out, "--test-index", 2, "-k", 3, "--json"])
+    # the library object reads each unit's file once, however many computations follow
+    reads = []
+    monkeypatch.setattr(torch, "load", lambda *a, _load=torch.load, **kw: reads.append(a[0]) or _load(*a, **kw))
+    inf = KFoldTracIn(res, out, seed=3)
+    np.testing.assert_allclose(inf.self_influence(), total / count, rtol=1e-5)
+    matrix = inf.influence(X[[2]])
+    assert sorted(reads) == sorted(inf.files.values())
+    test = run(["influence", out, "--test-index", 2, "-k", 3, "--json", "--device", "cpu", "--seed", 3])
     assert test.exit_code == 0, test.output
-    assert genmem.read_result(out).values("influence/test").shape == (18, 1)
+    np.testing.assert_allclose(genmem.read_result(out).views["influence/test"], matrix.T, rtol=1e-12)
 
 
 def test_cli_vae_bad_checkpoints(vae_run, tmp_path):

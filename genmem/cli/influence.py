@@ -32,8 +32,7 @@ def influencer(result, file, *, device="auto", seed=0, draws=1, unbiased=False, 
     (object with ``self_influence()`` and ``influence(Z)``, callable returning the attributes to store)
     """
     name, params = result.config["model"]["name"], dict(result.config["model"]["params"])
-    if result.x is None:
-        raise GenmemError(f"{file} stores no data (/data/x); re-run 'genmem kfold' without --no-store-data")
+    _stored_data(result, file)
     device = str(resolve_device(device))
     if name == "vae":
         inf = KFoldTracIn(result, file, draws=draws, seed=seed, projection_dim=projection_dim,
@@ -51,6 +50,13 @@ def influencer(result, file, *, device="auto", seed=0, draws=1, unbiased=False, 
             "method": "gmm-one-step", "fit": "GMM fitted by EM on all rows with the run's parameters",
             "fit_seed": int(result.config["seed"]), "converged": gmm.converged_}
     raise GenmemError(f"{file} is a {name} run; influence is available for kde, gmm and vae runs")
+
+
+def _stored_data(result, file):
+    """The run's data [N, D]; an error if the results file does not store it."""
+    if result.x is None:
+        raise GenmemError(f"{file} stores no data (/data/x); re-run 'genmem kfold' without --no-store-data")
+    return result.x
 
 
 def _test_rows(values, n):
@@ -89,6 +95,22 @@ def _load_test_data(path, n_features):
     return check_data(loaded, name="test data", n_features=n_features)
 
 
+def _test_points(result, file, test_index, test_data):
+    """The checked test points ``Z`` [n_test, D], their source (attributes to store) and run rows (or None)."""
+    n, d = _stored_data(result, file).shape
+    if test_index:
+        rows = _test_rows(test_index, n)
+        Z, source = result.x[rows], {"test_rows": rows}
+    else:
+        rows = None
+        Z = _load_test_data(test_data, d)
+        source = {"test_data": str(Path(test_data).resolve()),
+                  "test_data_sha256": hashlib.sha256(np.ascontiguousarray(Z).tobytes()).hexdigest()}
+    if n * len(Z) > MAX_STORED:
+        raise GenmemError(f"{len(Z)} test points x {n} examples is too large to store; pass fewer test points")
+    return Z, source, rows
+
+
 def _row_info(result, i, score):
     return {"row": int(i), "index": int(result.index[i]), "label": int(result.labels[i]), "score": float(score)}
 
@@ -102,7 +124,8 @@ def _row_info(result, i, score):
               help="Test points: a .npy/.npz array [n, D], preprocessed like the run's data.")
 @click.option("-k", "top_k", default=10, show_default=True, help="Proponents and opponents listed per test point.")
 @click.option("--device", type=click.Choice(DEVICES), default="auto", show_default=True)
-@click.option("--seed", default=0, show_default=True, help="VAE: seed of the fixed ε draws.")
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True,
+              help="VAE: seed of the fixed ε draws.")
 @click.option("--draws", default=1, show_default=True, help="VAE: ε draws per example in the −ELBO.")
 @click.option("--unbiased", is_flag=True,
               help="VAE: unbiased self-influence (gradients under two independent ε draws).")
@@ -128,37 +151,32 @@ def influence(file, self_, test_index, test_data, top_k, device, seed, draws, un
     result = read_result(file)
     if not result.complete:
         raise GenmemError(f"{file} holds an unfinished run; finish it with the same 'genmem kfold' command first")
+    testing = bool(test_index or test_data)
+    if testing:  # checked before any computation
+        Z, source, rows = _test_points(result, file, test_index, test_data)
     inf, describe = influencer(result, file, device=device, seed=seed, draws=draws, unbiased=unbiased,
                                projection_dim=projection_dim, chunk_size=chunk_size)
-    report = {}
+    report, views, attrs = {}, {}, {}
     if self_:
         values = inf.self_influence()
         self_attrs = describe()
         rho = float(spearmanr(values, result.memorization)[0])
-        add_views(file, {"influence/self": values}, {"influence/self": {**self_attrs, "spearman_memorization": rho}})
+        views["influence/self"] = values
+        attrs["influence/self"] = {**self_attrs, "spearman_memorization": rho}
         order = np.argsort(-values, kind="stable")[:top_k]
         report["self"] = {"attrs": self_attrs, "spearman_memorization": rho, "mean": float(values.mean()),
                           "max": float(values.max()), "top": [_row_info(result, i, values[i]) for i in order]}
-    if test_index or test_data:
-        n, d = result.x.shape
-        if test_index:
-            rows = _test_rows(test_index, n)
-            Z, source = result.x[rows], {"test_rows": rows}
-        else:
-            Z = _load_test_data(test_data, d)
-            source = {"test_data": str(Path(test_data).resolve()),
-                      "test_data_sha256": hashlib.sha256(np.ascontiguousarray(Z).tobytes()).hexdigest()}
-        if n * len(Z) > MAX_STORED:
-            raise GenmemError(f"{len(Z)} test points x {n} examples is too large to store; pass fewer test points")
+    if testing:
         matrix = inf.influence(Z)
-        test_attrs = {**describe(), **source}
-        add_views(file, {"influence/test": matrix.T}, {"influence/test": test_attrs})
-        top = gather_influence([(slice(0, len(Z)), torch.as_tensor(matrix))], len(Z), n, top_k)
+        views["influence/test"] = matrix.T
+        attrs["influence/test"] = {**describe(), **source}
+        top = gather_influence([(slice(0, len(Z)), torch.as_tensor(matrix))], len(Z), len(result.x), top_k)
         report["test"] = [
             {"test": j if test_data else rows[j],
              "proponents": [_row_info(result, i, s) for i, s in zip(top.proponents[j], top.proponent_scores[j])],
              "opponents": [_row_info(result, i, s) for i, s in zip(top.opponents[j], top.opponent_scores[j])]}
             for j in range(len(Z))]
+    add_views(file, views, attrs)
     _print(report, file, as_json, bool(test_data))
 
 

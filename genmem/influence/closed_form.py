@@ -32,15 +32,9 @@ from ..errors import GenmemError
 from ..models.gmm import _log_joint, _log_norm
 from ..models.kde import KDE, _Kernel, _torch_dtype, kde_loo_memorization
 from ..validation import check_data
-from .tracin import gather_influence
+from .tracin import _positive_int, gather_influence
 
 LOG_2PI = math.log(2.0 * math.pi)
-
-
-def _positive_int(value, name, owner):
-    if not (isinstance(value, (int, np.integer)) and not isinstance(value, bool) and value >= 1):
-        raise GenmemError(f"The {name!r} parameter of {owner} must be a positive int; got {value!r}")
-    return int(value)
 
 
 class _ClosedForm:
@@ -142,10 +136,10 @@ class KNNInfluence(_ClosedForm):
     """
 
     def __init__(self, X, n_neighbors, *, device="cpu", dtype="float64", chunk_size=1024):
-        self.n_neighbors = _positive_int(n_neighbors, "n_neighbors", "KNNInfluence")
+        self.n_neighbors = _positive_int(n_neighbors, "The 'n_neighbors' parameter of KNNInfluence")
         self.X = check_data(X, min_rows=self.n_neighbors + 1)
         self._kernel = _Kernel(self.X, resolve_device(device), _torch_dtype(dtype),
-                               _positive_int(chunk_size, "chunk_size", "KNNInfluence"))
+                               _positive_int(chunk_size, "The 'chunk_size' parameter of KNNInfluence"))
 
     def _radii(self, d2, rows):
         """Squared k-th and (k+1)-th neighbour radii [c, 1] of query rows with squared distances ``d2``."""
@@ -239,7 +233,7 @@ class GMMInfluence(_ClosedForm):
                 f"got {type(gmm).__name__} with covariance_type {ctype!r}"
             )
         self.covariance_type = ctype
-        self.chunk_size = _positive_int(chunk_size, "chunk_size", "GMMInfluence")
+        self.chunk_size = _positive_int(chunk_size, "The 'chunk_size' parameter of GMMInfluence")
         self.device, self.dtype = resolve_device(device), _torch_dtype(dtype)
         self.weights, self.means, self.prec = (
             torch.as_tensor(np.asarray(a, dtype=np.float64), dtype=self.dtype, device=self.device)

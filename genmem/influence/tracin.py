@@ -206,8 +206,9 @@ class TracIn:
         Root of the noise draws and the projection matrix.
     chunk_size : int, default=16
         Examples whose gradients are held at once: memory about
-        ``2 · chunk_size · P`` numbers for P parameters (plus, in
-        :meth:`influence` without projection, ``chunk_size · N``). Small
+        ``2 · chunk_size · P`` numbers for P parameters (in :meth:`influence`
+        without projection, ``(n_z + chunk_size) · P + n_z · N`` for ``n_z``
+        test points: theirs are held whole). Small
         chunks stay in CPU caches (16 was fastest for a 1M-parameter VAE on a
         CPU); a GPU wants larger ones (e.g. 256).
     device : str, default="cpu"
@@ -243,7 +244,6 @@ class TracIn:
         self.seed = int(seed)
         self.chunk_size = _positive_int(chunk_size, "chunk_size")
         self.projection_dim = None if projection_dim is None else _positive_int(projection_dim, "projection_dim")
-        self.projection = projection
         self._project = None if projection_dim is None else _Projection(
             {n: p.numel() for n, p in first.items()}, self.projection_dim, projection, self.seed, self.device,
             self.dtype)
@@ -393,15 +393,17 @@ class TracIn:
         return out.numpy()
 
     def _exact_blocks(self, Z, X):
+        """One block of all test rows: per checkpoint, the gradients of every chunk of X are computed once."""
         eps_z, eps_x = self.noise(Z.shape[0], TEST_STREAM), self.noise(X.shape[0], TRAIN_STREAM)
         pick = lambda eps, sl: None if eps is None else eps[sl]  # noqa: E731
-        for zs in self._chunks(Z.shape[0]):
-            acc = torch.zeros((zs.stop - zs.start, X.shape[0]), dtype=torch.float64, device=self.device)
-            for ck in self.checkpoints:
-                gz = self.gradients(ck.params, Z[zs], pick(eps_z, zs))
-                for xs in self._chunks(X.shape[0]):
-                    acc[:, xs] += ck.lr * self._inner(gz, self.gradients(ck.params, X[xs], pick(eps_x, xs))).double()
-            yield zs, acc
+        acc = torch.zeros((Z.shape[0], X.shape[0]), dtype=torch.float64, device=self.device)
+        for ck in self.checkpoints:
+            gz = [(zs, self.gradients(ck.params, Z[zs], pick(eps_z, zs))) for zs in self._chunks(Z.shape[0])]
+            for xs in self._chunks(X.shape[0]):
+                gx = self.gradients(ck.params, X[xs], pick(eps_x, xs))
+                for zs, g in gz:
+                    acc[zs, xs] += ck.lr * self._inner(g, gx).double()
+        yield slice(0, Z.shape[0]), acc
 
     def _projected_blocks(self, Z, X):
         fx = self._train_features(X)
@@ -422,7 +424,8 @@ class TracIn:
             Training examples (noise stream 0); with a projection their
             projected gradients are cached for the next call with the same ``X``.
         k : int, optional
-            Return only the ``k`` strongest proponents and opponents per test point.
+            Return only the ``k`` strongest proponents and opponents per test point
+            (the full matrix is still built without a projection).
 
         Returns
         -------
@@ -510,7 +513,7 @@ def load_vae_checkpoint(path, *, device="cpu"):
         If the file is missing, not a genmem VAE checkpoint, or a state does
         not fit the network its config describes.
     """
-    from ..models.vae import VAE
+    from ..models.vae import CHECKPOINT_FORMAT, VAE
 
     try:
         raw = torch.load(path, weights_only=True, map_location="cpu")
@@ -519,7 +522,9 @@ def load_vae_checkpoint(path, *, device="cpu"):
             f"checkpoint file {path} is missing; re-run 'genmem kfold' with checkpoints to make it") from None
     except Exception as exc:  # torch.load raises many types for a foreign file
         raise GenmemError(f"{path} cannot be read as a genmem VAE checkpoint ({type(exc).__name__})") from None
-    vae = VAE.from_checkpoint(path, device=str(resolve_device(device)))
+    if not isinstance(raw, dict) or raw.get("format") != CHECKPOINT_FORMAT:
+        raise GenmemError(f"{path} is not a genmem VAE checkpoint file; pass a unit file written by 'genmem kfold'")
+    vae = VAE.from_checkpoint_dict(raw, device=str(resolve_device(device)), source=path)
     expected = {n: tuple(p.shape) for n, p in vae.net_.named_parameters()}
     checkpoints = []
     for epoch, lr, state in zip(raw["epochs"], raw["lrs"], raw["states"]):
@@ -571,6 +576,12 @@ class KFoldTracIn:
     unbiased : bool, default=False
         Self-influence from two independent ε draws (see :meth:`TracIn.self_influence`).
 
+    Notes
+    -----
+    Each unit's checkpoint file is read and checked once, on first use, and
+    its :class:`TracIn` kept for later calls (memory: every unit's
+    checkpoints, on ``device``).
+
     Raises
     ------
     GenmemError
@@ -604,9 +615,9 @@ class KFoldTracIn:
                             chunk_size=chunk_size, device=device)
         self.unbiased = bool(unbiased)
         self.labels, self.lrs = None, None
+        self._loaded = {}  # unit (r, k) -> its TracIn
 
     def _check(self, key, info, file):
-
         r, k = key
         if int(info["seed"]) != int(self.result.unit_seeds[r, k]) or [int(i) for i in info["unit"]] != [r, k]:
             raise GenmemError(
@@ -620,17 +631,23 @@ class KFoldTracIn:
             what = differ[0] if differ else "n_features"
             raise GenmemError(f"{file} is a checkpoint of another model ({what} differs from the run's config)")
 
-    def _units(self):
-        """Yield (training mask [N], TracIn) for every unit, checking each checkpoint file."""
-        for key, file in self.files.items():
+    def _unit(self, key):
+        """The TracIn of unit ``key``, from its checkpoint file (read and checked on the first call)."""
+        if key not in self._loaded:
+            file = self.files[key]
             vae, checkpoints, info = load_vae_checkpoint(file, device=self.options["device"])
             self._check(key, info, file)
             if self.labels is None:
                 self.labels, self.lrs = [ck.label for ck in checkpoints], [ck.lr for ck in checkpoints]
-            opts = {key: v for key, v in self.options.items() if key != "draws"}
-            tr = TracIn(vae_negative_elbo(vae), checkpoints, noise_shape=(self.options["draws"], int(vae.latent_dim)),
-                        **opts)
-            yield self.result.assignment[key[0]] != key[1], tr
+            opts = {name: v for name, v in self.options.items() if name != "draws"}
+            self._loaded[key] = TracIn(vae_negative_elbo(vae), checkpoints,
+                                       noise_shape=(self.options["draws"], int(vae.latent_dim)), **opts)
+        return self._loaded[key]
+
+    def _units(self):
+        """Yield (training mask [N], TracIn) for every unit."""
+        for key in self.files:
+            yield self.result.assignment[key[0]] != key[1], self._unit(key)
 
     def self_influence(self):
         """Mean over training units of ``TracIn(x_i, x_i)`` (see :meth:`TracIn.self_influence`), float64 [N]."""

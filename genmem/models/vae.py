@@ -736,11 +736,16 @@ class VAE(DensityModel):
         ckpt = torch.load(path, weights_only=True, map_location="cpu")
         if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
             raise GenmemError(f"{path} is not a genmem VAE checkpoint file")
+        return cls.from_checkpoint_dict(ckpt, epoch=epoch, device=device, source=path)
+
+    @classmethod
+    def from_checkpoint_dict(cls, ckpt, *, epoch=None, device=None, source="the checkpoint"):
+        """A fitted :class:`VAE` from an already loaded checkpoint dict (see :meth:`from_checkpoint`)."""
         epochs = list(ckpt["epochs"])
         if epoch is None:
             epoch = epochs[-1]
         if epoch not in epochs:
-            raise GenmemError(f"{path} has no checkpoint at epoch {epoch}; it holds epochs {epochs}")
+            raise GenmemError(f"{source} has no checkpoint at epoch {epoch}; it holds epochs {epochs}")
         config = dict(ckpt["config"])
         n_features = config.pop("n_features")
         config["hidden"] = tuple(config["hidden"])
