@@ -1,4 +1,6 @@
 """Checks on user-supplied arrays, shared by the data layer, the models and the runner."""
+import math
+
 import numpy as np
 import torch
 
@@ -47,3 +49,14 @@ def check_data(X, *, name="X", min_rows=1, n_features=None):
             "remove or impute them before fitting"
         )
     return X
+
+
+def is_int(value):
+    """True for Python and NumPy integers (not bools)."""
+    return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
+
+
+def is_real(value):
+    """True for finite Python and NumPy real numbers (not bools)."""
+    return (isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, (bool, np.bool_))
+            and math.isfinite(value))

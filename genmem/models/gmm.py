@@ -32,7 +32,7 @@ import torch
 
 from ..device import resolve_device
 from ..errors import GenmemError
-from ..validation import check_data
+from ..validation import check_data, is_int, is_real
 from ._kmeans import kmeans_labels
 from .base import DensityModel, as_seed
 
@@ -48,33 +48,21 @@ class ConvergenceWarning(UserWarning):
     """EM reached ``max_iter`` before its lower bound changed by less than ``tol``."""
 
 
-def _is_int(value):
-    return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
-
-
-def _is_real(value):
-    return (
-        isinstance(value, (int, float, np.integer, np.floating))
-        and not isinstance(value, (bool, np.bool_))
-        and math.isfinite(value)
-    )
-
-
 def _among(choices):
     return lambda value: isinstance(value, str) and value in choices
 
 
 # Parameter name -> (what is allowed, check). ``device`` is checked by resolve_device.
 _PARAMETER_CONSTRAINTS = {
-    "n_components": ("an int in the range [1, inf)", lambda v: _is_int(v) and v >= 1),
+    "n_components": ("an int in the range [1, inf)", lambda v: is_int(v) and v >= 1),
     "covariance_type": ("a str among {'full', 'diag'}", _among(COVARIANCE_TYPES)),
-    "tol": ("a float in the range [0, inf)", lambda v: _is_real(v) and v >= 0),
-    "reg_covar": ("a float in the range [0, inf)", lambda v: _is_real(v) and v >= 0),
-    "max_iter": ("an int in the range [1, inf)", lambda v: _is_int(v) and v >= 1),
-    "n_init": ("an int in the range [1, inf)", lambda v: _is_int(v) and v >= 1),
+    "tol": ("a float in the range [0, inf)", lambda v: is_real(v) and v >= 0),
+    "reg_covar": ("a float in the range [0, inf)", lambda v: is_real(v) and v >= 0),
+    "max_iter": ("an int in the range [1, inf)", lambda v: is_int(v) and v >= 1),
+    "n_init": ("an int in the range [1, inf)", lambda v: is_int(v) and v >= 1),
     "init": ("a str among {'kmeans++', 'random'}", _among(INITS)),
     "dtype": ("a str among {'float64', 'float32'}", _among(DTYPES)),
-    "chunk_size": ("an int in the range [1, inf)", lambda v: _is_int(v) and v >= 1),
+    "chunk_size": ("an int in the range [1, inf)", lambda v: is_int(v) and v >= 1),
 }
 
 

@@ -26,7 +26,6 @@ same steps.
 """
 import logging
 import math
-import numbers
 import warnings
 from collections import OrderedDict
 from pathlib import Path
@@ -37,7 +36,7 @@ from torch.func import functional_call, vmap
 
 from ..device import resolve_device
 from ..errors import GenmemError
-from ..validation import check_data
+from ..validation import check_data, is_int, is_real
 from .base import DensityModel, as_seed, torch_generator
 from .vae_nets import ARCHS, LIKELIHOODS, Likelihood, VAEGuide, VAEModel, VAENet, init_parameters
 
@@ -83,12 +82,6 @@ def _unit_streams(seed):
     return [int(c.generate_state(1, dtype=np.uint64)[0] >> np.uint64(1)) for c in children]
 
 
-def _is_int(value):
-    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
-
-
-def _is_real(value):
-    return isinstance(value, numbers.Real) and not isinstance(value, bool)
 
 
 class _UnitAdam:
@@ -278,35 +271,35 @@ class VAE(DensityModel):
     def _validate(self):
         for name in ("latent_dim", "epochs", "batch_size", "num_samples", "eval_chunk"):
             value = getattr(self, name)
-            if not _is_int(value) or value < 1:
+            if not is_int(value) or value < 1:
                 raise self._bad(name, "a positive int")
-        if not _is_int(self.checkpoints) or not 0 <= self.checkpoints <= self.epochs:
+        if not is_int(self.checkpoints) or not 0 <= self.checkpoints <= self.epochs:
             raise self._bad("checkpoints", f"an int in [0, epochs={self.epochs}]")
-        if self.eval_every is not None and (not _is_int(self.eval_every) or not 1 <= self.eval_every <= self.epochs):
+        if self.eval_every is not None and (not is_int(self.eval_every) or not 1 <= self.eval_every <= self.epochs):
             raise self._bad("eval_every", f"None or an int in [1, epochs={self.epochs}]")
         hidden = self.hidden
-        if not isinstance(hidden, (tuple, list)) or not all(_is_int(h) and h > 0 for h in hidden):
+        if not isinstance(hidden, (tuple, list)) or not all(is_int(h) and h > 0 for h in hidden):
             raise self._bad("hidden", "a tuple of positive ints, e.g. (512, 256)")
         if self.arch not in ARCHS:
             raise self._bad("arch", f"one of {', '.join(ARCHS)}")
         if self.likelihood not in ("auto",) + LIKELIHOODS:
             raise self._bad("likelihood", f"one of auto, {', '.join(LIKELIHOODS)}")
         scale = self.decoder_scale
-        if scale != "learned" and not (_is_real(scale) and math.isfinite(scale) and scale > 0):
+        if scale != "learned" and not (is_real(scale) and math.isfinite(scale) and scale > 0):
             raise self._bad("decoder_scale", "'learned' or a positive float")
-        if not (_is_real(self.logit_lambda) and 0 < self.logit_lambda < 0.5):
+        if not (is_real(self.logit_lambda) and 0 < self.logit_lambda < 0.5):
             raise self._bad("logit_lambda", "a float in (0, 0.5)")
         if self.binarize not in (None, "dynamic"):
             raise self._bad("binarize", "None or 'dynamic'")
         if self.binarize == "dynamic" and self.likelihood not in ("auto", "bernoulli"):
             raise self._bad("likelihood", "'bernoulli' (or 'auto') with binarize='dynamic'")
-        if not (_is_real(self.lr) and math.isfinite(self.lr) and self.lr > 0):
+        if not (is_real(self.lr) and math.isfinite(self.lr) and self.lr > 0):
             raise self._bad("lr", "a positive float")
         if self.dtype not in _DTYPES:
             raise self._bad("dtype", "'float32' or 'float64'")
         shape = self.image_shape
         if shape is not None and (not isinstance(shape, (tuple, list)) or len(shape) not in (2, 3)
-                                  or not all(_is_int(s) and s > 0 for s in shape)):
+                                  or not all(is_int(s) and s > 0 for s in shape)):
             raise self._bad("image_shape", "None or (H, W) or (H, W, C) of positive ints")
         if self.arch == "conv":
             if shape is None or not hidden:
@@ -662,7 +655,7 @@ class VAE(DensityModel):
     def sample(self, n, *, rng=None):
         """Draw ``n`` rows [n, D] (float64) from the fitted model: z ~ N(0, I), x ~ p(x | z)."""
         self._check_fitted()
-        if not _is_int(n) or n < 1:
+        if not is_int(n) or n < 1:
             raise GenmemError(f"n must be a positive int; got {n!r}")
         device, dtype = resolve_device(self.device), _DTYPES[self.dtype]
         gen = torch_generator(as_seed(rng), device)
