@@ -36,6 +36,7 @@ from torch.func import functional_call, vmap
 
 from ..device import resolve_device
 from ..errors import GenmemError
+from ..seeds import stream_seed
 from ..validation import check_data, is_int, is_real
 from .base import DensityModel, as_seed, torch_generator
 from .vae_nets import ARCHS, LIKELIHOODS, Likelihood, VAEGuide, VAEModel, VAENet, init_parameters
@@ -78,10 +79,7 @@ _DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
 def _unit_streams(seed):
     """Integer seeds of a unit's three streams: initial weights, training noise, evaluation noise."""
-    children = np.random.SeedSequence(int(seed)).spawn(3)
-    return [int(c.generate_state(1, dtype=np.uint64)[0] >> np.uint64(1)) for c in children]
-
-
+    return [stream_seed(seed, i) for i in range(3)]
 
 
 class _UnitAdam:
