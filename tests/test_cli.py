@@ -148,3 +148,15 @@ def test_top_refuses_a_matrix_view(kde_run, tmp_path):
     shutil.copy(kde_run[0], out)
     add_views(out, {"influence/test": np.zeros((200, 3))})
     assert_one_line_error(run(["top", out, "--by", "influence/test"]), "per-example")
+
+
+def test_threads_option_sets_torch_threads():
+    import torch
+
+    before = torch.get_num_threads()
+    try:
+        assert run(["--threads", 1, "info", "--help"]).exit_code == 0
+        assert torch.get_num_threads() == 1
+        assert run(["--threads", 0, "info", "--help"]).exit_code == 2
+    finally:
+        torch.set_num_threads(before)
