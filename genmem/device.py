@@ -4,6 +4,16 @@ import torch
 from .errors import GenmemError
 
 DEVICES = ("auto", "cpu", "cuda")
+#: Floating-point types a computation may run in, by name.
+DTYPES = {"float32": torch.float32, "float64": torch.float64}
+
+
+def torch_dtype(name):
+    """The torch dtype called ``name`` ("float32" or "float64")."""
+    try:
+        return DTYPES[str(name)]
+    except KeyError:
+        raise GenmemError(f"dtype must be 'float64' or 'float32'; got {name!r}") from None
 
 
 def resolve_device(device="auto"):

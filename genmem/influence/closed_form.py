@@ -27,10 +27,10 @@ import math
 import numpy as np
 import torch
 
-from ..device import resolve_device
+from ..device import resolve_device, torch_dtype
 from ..errors import GenmemError
-from ..models.gmm import _log_joint, _log_norm
-from ..models.kde import KDE, _Kernel, _torch_dtype, kde_loo_memorization
+from ..models.gmm import log_joint, log_normaliser
+from ..models.kde import KDE, SquaredDistances, kde_loo_memorization
 from ..validation import check_data
 from .tracin import _positive_int, gather_influence
 
@@ -94,7 +94,7 @@ class KDEInfluence(_ClosedForm):
 
     def _blocks(self, Z):
         n = self.X.shape[0]
-        h, kernel = self.bandwidth_, self._model._kernel
+        h, kernel = self.bandwidth_, self._model.distances_
         shift = math.log((n - 1) / n)
         for sl, d2 in kernel.chunks(Z):
             L = -d2 / (2.0 * h * h)  # [c, N] log kernel values, up to a constant
@@ -138,7 +138,7 @@ class KNNInfluence(_ClosedForm):
     def __init__(self, X, n_neighbors, *, device="cpu", dtype="float64", chunk_size=1024):
         self.n_neighbors = _positive_int(n_neighbors, "The 'n_neighbors' parameter of KNNInfluence")
         self.X = check_data(X, min_rows=self.n_neighbors + 1)
-        self._kernel = _Kernel(self.X, resolve_device(device), _torch_dtype(dtype),
+        self._kernel = SquaredDistances(self.X, resolve_device(device), torch_dtype(dtype),
                                _positive_int(chunk_size, "The 'chunk_size' parameter of KNNInfluence"))
 
     def _radii(self, d2, rows):
@@ -234,13 +234,13 @@ class GMMInfluence(_ClosedForm):
             )
         self.covariance_type = ctype
         self.chunk_size = _positive_int(chunk_size, "The 'chunk_size' parameter of GMMInfluence")
-        self.device, self.dtype = resolve_device(device), _torch_dtype(dtype)
+        self.device, self.dtype = resolve_device(device), torch_dtype(dtype)
         self.weights, self.means, self.prec = (
             torch.as_tensor(np.asarray(a, dtype=np.float64), dtype=self.dtype, device=self.device)
             for a in (gmm.weights_, gmm.means_, gmm.precisions_cholesky_))
         self.X = check_data(X, min_rows=2, n_features=self.means.shape[1])
         n = self.X.shape[0]
-        self.log_norm = _log_norm(self.weights[None], self.prec[None], ctype)[0]  # [C]
+        self.log_norm = log_normaliser(self.weights[None], self.prec[None], ctype)[0]  # [C]
         Xt = torch.as_tensor(self.X, dtype=self.dtype, device=self.device)
         # log π_k N(x_i; μ_k, Σ_k) under θ̂, [C, N]
         self.log_z = torch.cat([self._log_joint(Xt[s:s + self.chunk_size]) for s in range(0, n, self.chunk_size)], 1)
@@ -255,7 +255,7 @@ class GMMInfluence(_ClosedForm):
 
     def _log_joint(self, Z):
         """``log π_k N(z; μ_k, Σ_k)`` [C, n] under θ̂."""
-        return _log_joint(Z, self.means[None], self.prec[None], self.log_norm[None], self.covariance_type)[0][0]
+        return log_joint(Z, self.means[None], self.prec[None], self.log_norm[None], self.covariance_type)[0][0]
 
     def _whiten(self, Z):
         """``P_kᵀ (z − μ_k)`` [C, n, D] ('full'), or ``(z − μ_k) / σ_k`` ('diag')."""

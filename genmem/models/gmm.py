@@ -30,7 +30,7 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
-from ..device import resolve_device
+from ..device import DTYPES, resolve_device
 from ..errors import GenmemError
 from ..validation import check_data, is_int, is_real
 from ._kmeans import kmeans_labels
@@ -40,7 +40,6 @@ logger = logging.getLogger(__name__)
 
 COVARIANCE_TYPES = ("full", "diag")
 INITS = ("kmeans++", "random")
-DTYPES = {"float64": torch.float64, "float32": torch.float32}
 LOG_2PI = math.log(2.0 * math.pi)
 
 
@@ -88,7 +87,7 @@ def _precision_cholesky(covariances, covariance_type):
     return torch.linalg.solve_triangular(chol, eye, upper=False).transpose(-1, -2)
 
 
-def _log_norm(weights, precisions_chol, covariance_type):
+def log_normaliser(weights, precisions_chol, covariance_type):
     """``log w_k + log det P_k − D/2 log 2π`` [B, C]: the per-component constant of log w_k N(x)."""
     if covariance_type == "full":
         log_det = torch.log(torch.diagonal(precisions_chol, dim1=-2, dim2=-1)).sum(-1)
@@ -97,7 +96,7 @@ def _log_norm(weights, precisions_chol, covariance_type):
     return torch.log(weights) + log_det - 0.5 * precisions_chol.shape[-1] * LOG_2PI
 
 
-def _log_joint(X, means, precisions_chol, log_norm, covariance_type):
+def log_joint(X, means, precisions_chol, log_norm, covariance_type):
     """``log w_k N(x | μ_k, Σ_k)`` [B, C, r] for rows ``X`` [r, D], and ``x − μ_k`` [B, C, r, D]."""
     diff = X - means[:, :, None, :]
     if covariance_type == "full":
@@ -163,7 +162,7 @@ def _em_pass(X, masks, means, precisions_chol, log_norm, covariance_type, chunk_
     stats = _zero_stats(n_models, n_components, n_features, covariance_type, X)
     rows = _chunk_rows(chunk_size, n_models, n_components)
     for start in range(0, X.shape[0], rows):
-        joint, diff = _log_joint(X[start:start + rows], means, precisions_chol, log_norm, covariance_type)
+        joint, diff = log_joint(X[start:start + rows], means, precisions_chol, log_norm, covariance_type)
         evidence = torch.logsumexp(joint, 1)
         resp = torch.exp(joint - evidence[:, None, :])
         if masks is not None:
@@ -177,10 +176,10 @@ def _em_pass(X, masks, means, precisions_chol, log_norm, covariance_type, chunk_
 
 def _score(X, weights, means, precisions_chol, covariance_type, chunk_size):
     """log p(x) [B, N] of every row of ``X`` under each of B mixtures."""
-    log_norm = _log_norm(weights, precisions_chol, covariance_type)
+    log_norm = log_normaliser(weights, precisions_chol, covariance_type)
     rows = _chunk_rows(chunk_size, means.shape[0], means.shape[1])
     return torch.cat([
-        torch.logsumexp(_log_joint(X[s:s + rows], means, precisions_chol, log_norm, covariance_type)[0], 1)
+        torch.logsumexp(log_joint(X[s:s + rows], means, precisions_chol, log_norm, covariance_type)[0], 1)
         for s in range(0, X.shape[0], rows)
     ], dim=1)
 
@@ -214,7 +213,7 @@ def _run_em(X, masks, weights, means, covariances, *, covariance_type, tol, reg_
     for iteration in range(1, max_iter + 1):
         idx = torch.as_tensor(active, device=X.device)
         current_means, current_precisions_chol = means[idx], precisions_chol[idx]
-        log_norm = _log_norm(weights[idx], current_precisions_chol, covariance_type)
+        log_norm = log_normaliser(weights[idx], current_precisions_chol, covariance_type)
         loglik, stats = _em_pass(X, None if masks is None else masks[idx], current_means, current_precisions_chol,
                                  log_norm, covariance_type, chunk_size)
         new_weights, new_means, new_covariances = _params_from_stats(stats, current_means, reg_covar,

@@ -10,7 +10,7 @@ import math
 import numpy as np
 import torch
 
-from ..device import resolve_device
+from ..device import resolve_device, torch_dtype
 from ..errors import GenmemError
 from ..validation import check_data
 from .base import DensityModel
@@ -19,13 +19,6 @@ BANDWIDTH_RULES = ("scott", "silverman", "cv")
 
 #: Bandwidths tried by ``bandwidth="cv"``, as multiples of Scott's rule.
 CV_GRID = tuple(2.0 ** np.linspace(-4, 2, 25))
-
-
-def _torch_dtype(dtype):
-    try:
-        return {"float64": torch.float64, "float32": torch.float32}[str(dtype)]
-    except KeyError:
-        raise GenmemError(f"dtype must be 'float64' or 'float32'; got {dtype!r}") from None
 
 
 def rule_of_thumb_bandwidth(X, rule="scott"):
@@ -47,8 +40,8 @@ def rule_of_thumb_bandwidth(X, rule="scott"):
     raise GenmemError(f"unknown bandwidth rule {rule!r}; use 'scott' or 'silverman'")
 
 
-class _Kernel:
-    """Exact chunked Gaussian-kernel log-sums against a fixed set of points on one device."""
+class SquaredDistances:
+    """Exact squared Euclidean distances from chunks of query rows to a fixed set of points, on one device."""
 
     def __init__(self, X, device, dtype, chunk_size):
         self.X = torch.as_tensor(X, dtype=dtype, device=device)
@@ -94,6 +87,8 @@ class KDE(DensityModel):
     bandwidth_ : float
         The bandwidth used.
     n_train_, n_features_ : int
+    distances_ : SquaredDistances
+        The training points on the device, for chunked distance computations.
     """
 
     name = "kde"
@@ -120,7 +115,7 @@ class KDE(DensityModel):
             )
         if not (isinstance(self.chunk_size, (int, np.integer)) and self.chunk_size > 0):
             raise GenmemError(f"The 'chunk_size' parameter of KDE must be a positive int; got {self.chunk_size!r}")
-        return resolve_device(self.device), _torch_dtype(self.dtype)
+        return resolve_device(self.device), torch_dtype(self.dtype)
 
     def _bandwidth_for(self, X):
         """The bandwidth this model uses when trained on ``X``."""
@@ -156,7 +151,7 @@ class KDE(DensityModel):
         if grid is None:
             grid = rule_of_thumb_bandwidth(X, "scott") * np.asarray(CV_GRID)
         grid = np.asarray(grid, dtype=np.float64)
-        kernel = _Kernel(X, device, dtype, self.chunk_size)
+        kernel = SquaredDistances(X, device, dtype, self.chunk_size)
         n, d = X.shape
         total = torch.zeros(len(grid), dtype=dtype, device=device)
         for sl, d2 in kernel.chunks(X):
@@ -184,7 +179,7 @@ class KDE(DensityModel):
         X = check_data(X, min_rows=1 if not isinstance(self.bandwidth, str) else 2)
         self.bandwidth_ = self._bandwidth_for(X)
         self.n_train_, self.n_features_ = X.shape
-        self._kernel = _Kernel(X, device, dtype, self.chunk_size)
+        self.distances_ = SquaredDistances(X, device, dtype, self.chunk_size)
         self._fitted = True
         return self
 
@@ -194,7 +189,7 @@ class KDE(DensityModel):
         X = check_data(X, n_features=self.n_features_)
         h, n = self.bandwidth_, self.n_train_
         out = np.empty(X.shape[0])
-        for sl, d2 in self._kernel.chunks(X):
+        for sl, d2 in self.distances_.chunks(X):
             lse = torch.logsumexp(-d2 / (2.0 * h * h), dim=1)
             out[sl] = lse.cpu().double().numpy()
         return out - math.log(n) + _log_norm(h, self.n_features_)
@@ -221,7 +216,7 @@ class KDE(DensityModel):
         n_atoms = len(patterns)
         atom_of = torch.as_tensor(atom_of.reshape(-1), device=device)
         member = torch.as_tensor(patterns.T, device=device)  # [U, A] bool
-        kernel = _Kernel(X, device, dtype, self.chunk_size)
+        kernel = SquaredDistances(X, device, dtype, self.chunk_size)
         d = X.shape[1]
         out = np.empty((n_units, n))
         for h in np.unique(bandwidths):
@@ -269,9 +264,9 @@ def kde_loo_memorization(X, bandwidth="scott", *, device="cpu", dtype="float64",
     X = check_data(X, min_rows=2)
     model = KDE(bandwidth, device=device, dtype=dtype, chunk_size=chunk_size).resolve(X).fit(X)
     h, (n, d) = model.bandwidth_, X.shape
-    dev = model._kernel.X.device
+    dev = model.distances_.X.device
     lin, lout = np.empty(n), np.empty(n)
-    for sl, d2 in model._kernel.chunks(X):
+    for sl, d2 in model.distances_.chunks(X):
         L = -d2 / (2.0 * h * h)
         lin[sl] = torch.logsumexp(L, dim=1).cpu().double().numpy()
         rows = torch.arange(sl.start, sl.stop, device=dev)

@@ -34,7 +34,7 @@ import numpy as np
 import torch
 from torch.func import functional_call, vmap
 
-from ..device import resolve_device
+from ..device import DTYPES, resolve_device
 from ..errors import GenmemError
 from ..seeds import stream_seed
 from ..validation import check_data, is_int, is_real
@@ -73,9 +73,6 @@ PRESETS = {
         "repeats": 10,
     },
 }
-
-_DTYPES = {"float32": torch.float32, "float64": torch.float64}
-
 
 def _unit_streams(seed):
     """Integer seeds of a unit's three streams: initial weights, training noise, evaluation noise."""
@@ -293,7 +290,7 @@ class VAE(DensityModel):
             raise self._bad("likelihood", "'bernoulli' (or 'auto') with binarize='dynamic'")
         if not (is_real(self.lr) and math.isfinite(self.lr) and self.lr > 0):
             raise self._bad("lr", "a positive float")
-        if self.dtype not in _DTYPES:
+        if self.dtype not in DTYPES:
             raise self._bad("dtype", "'float32' or 'float64'")
         shape = self.image_shape
         if shape is not None and (not isinstance(shape, (tuple, list)) or len(shape) not in (2, 3)
@@ -345,7 +342,7 @@ class VAE(DensityModel):
                 "likelihood='bernoulli' needs binary data but X has values other than 0 and 1; binarize it "
                 "(prepare(binarize='fixed')), pass binarize='dynamic', or use likelihood='logit-normal'"
             )
-        return X, likelihood, resolve_device(self.device), _DTYPES[self.dtype]
+        return X, likelihood, resolve_device(self.device), DTYPES[self.dtype]
 
     def _likelihood(self, name):
         scale = None if self.decoder_scale == "learned" else float(self.decoder_scale)
@@ -595,7 +592,7 @@ class VAE(DensityModel):
         return self
 
     def _set_fitted(self, state, n_features, likelihood, seed):
-        device, dtype = resolve_device(self.device), _DTYPES[self.dtype]
+        device, dtype = resolve_device(self.device), DTYPES[self.dtype]
         net = self._new_net(n_features, likelihood).to_empty(device=device).to(dtype)
         net.load_state_dict(state)
         self.net_ = net.requires_grad_(False)
@@ -605,7 +602,7 @@ class VAE(DensityModel):
     def _score(self, X, num_samples):
         self._check_fitted()
         X = check_data(X, n_features=self.n_features_)
-        device, dtype = resolve_device(self.device), _DTYPES[self.dtype]
+        device, dtype = resolve_device(self.device), DTYPES[self.dtype]
         n_samples = int(self.num_samples if num_samples is None else num_samples)
         if n_samples < 1:
             raise GenmemError(f"num_samples must be a positive int; got {num_samples!r}")
@@ -643,7 +640,7 @@ class VAE(DensityModel):
         """The encoder mean E[z | x] of each row of ``X`` [N, D], float64 [N, latent_dim] (a feature map)."""
         self._check_fitted()
         X = check_data(X, n_features=self.n_features_)
-        device, dtype = resolve_device(self.device), _DTYPES[self.dtype]
+        device, dtype = resolve_device(self.device), DTYPES[self.dtype]
         X_eval = self._eval_data(X, device, dtype)
         step = max(1, int(self.eval_chunk))
         locs = [self.net_.encoder(X_eval[i:i + step])[0] for i in range(0, len(X_eval), step)]
@@ -655,7 +652,7 @@ class VAE(DensityModel):
         self._check_fitted()
         if not is_int(n) or n < 1:
             raise GenmemError(f"n must be a positive int; got {n!r}")
-        device, dtype = resolve_device(self.device), _DTYPES[self.dtype]
+        device, dtype = resolve_device(self.device), DTYPES[self.dtype]
         gen = torch_generator(as_seed(rng), device)
         z = torch.randn(int(n), int(self.latent_dim), generator=gen, dtype=dtype, device=device)
         out = self.net_.decoder(z)

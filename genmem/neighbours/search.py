@@ -14,12 +14,11 @@ import importlib.util
 import numpy as np
 import torch
 
-from ..device import resolve_device
+from ..device import DTYPES, resolve_device
 from ..errors import GenmemError
 
 METRICS = ("cosine", "euclidean")
 BACKENDS = ("torch", "faiss")
-DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
 #: Candidates beyond k found in the working precision and re-ranked in float64.
 EXTRA_CANDIDATES = 8
