@@ -96,8 +96,7 @@ class KDEInfluence(_ClosedForm):
         n = self.X.shape[0]
         h, kernel = self.bandwidth_, self._model.distances_
         shift = math.log((n - 1) / n)
-        for sl, d2 in kernel.chunks(Z):
-            L = -d2 / (2.0 * h * h)  # [c, N] log kernel values, up to a constant
+        for sl, L in kernel.chunks(Z, scale=0.5 / (h * h)):  # [c, N] log kernel values, up to a constant
             top, arg = L.max(1, keepdim=True)
             s = torch.exp(L - top)
             total = s.sum(1, keepdim=True)

@@ -50,15 +50,26 @@ class SquaredDistances:
 
     def sq_dists(self, Q):
         """Squared distances [c, n] from query rows ``Q`` (a tensor) to the points."""
-        d2 = (Q * Q).sum(1, keepdim=True) + self.sq[None, :] - 2.0 * (Q @ self.X.T)
-        return d2.clamp_min_(0.0)
+        d2 = torch.addmm(self.sq[None, :], Q, self.X.T, alpha=-2.0)
+        return d2.add_((Q * Q).sum(1, keepdim=True)).clamp_min_(0.0)
 
-    def chunks(self, Q):
-        """Yield ``(slice, squared distances)`` for chunks of the query rows ``Q`` (numpy)."""
+    def chunks(self, Q, scale=None):
+        """Yield ``(slice, block)`` for chunks of the query rows ``Q`` (numpy).
+
+        ``block`` holds the squared distances [c, n]; with ``scale`` it holds
+        ``−scale · d²`` (a Gaussian log-kernel for ``scale = 1/(2h²)``),
+        computed in one fused matrix product — four times fewer passes over
+        the block than scaling the distances afterwards.
+        """
         Q = torch.as_tensor(Q, dtype=self.X.dtype, device=self.X.device)
         for start in range(0, Q.shape[0], self.chunk_size):
             sl = slice(start, min(start + self.chunk_size, Q.shape[0]))
-            yield sl, self.sq_dists(Q[sl])
+            q = Q[sl]
+            if scale is None:
+                yield sl, self.sq_dists(q)
+            else:
+                block = torch.addmm(self.sq[None, :], q, self.X.T, beta=-scale, alpha=2.0 * scale)
+                yield sl, block.sub_(scale * (q * q).sum(1, keepdim=True))
 
 
 def _log_norm(h, d):
@@ -189,8 +200,8 @@ class KDE(DensityModel):
         X = check_data(X, n_features=self.n_features_)
         h, n = self.bandwidth_, self.n_train_
         out = np.empty(X.shape[0])
-        for sl, d2 in self.distances_.chunks(X):
-            lse = torch.logsumexp(-d2 / (2.0 * h * h), dim=1)
+        for sl, L in self.distances_.chunks(X, scale=0.5 / (h * h)):
+            lse = torch.logsumexp(L, dim=1)
             out[sl] = lse.cpu().double().numpy()
         return out - math.log(n) + _log_norm(h, self.n_features_)
 
@@ -221,8 +232,7 @@ class KDE(DensityModel):
         out = np.empty((n_units, n))
         for h in np.unique(bandwidths):
             units = np.flatnonzero(bandwidths == h)
-            for sl, d2 in kernel.chunks(X):
-                L = -d2 / (2.0 * h * h)  # [c, n]
+            for sl, L in kernel.chunks(X, scale=0.5 / (h * h)):  # L [c, n]: log-kernel up to its normaliser
                 c = L.shape[0]
                 idx = atom_of.expand(c, n)
                 amax = torch.full((c, n_atoms), -math.inf, dtype=dtype, device=device)
@@ -266,8 +276,7 @@ def kde_loo_memorization(X, bandwidth="scott", *, device="cpu", dtype="float64",
     h, (n, d) = model.bandwidth_, X.shape
     dev = model.distances_.X.device
     lin, lout = np.empty(n), np.empty(n)
-    for sl, d2 in model.distances_.chunks(X):
-        L = -d2 / (2.0 * h * h)
+    for sl, L in model.distances_.chunks(X, scale=0.5 / (h * h)):
         lin[sl] = torch.logsumexp(L, dim=1).cpu().double().numpy()
         rows = torch.arange(sl.start, sl.stop, device=dev)
         L[torch.arange(len(rows), device=dev), rows] = -math.inf
