@@ -433,3 +433,105 @@ def test_bits_per_dim():
     np.testing.assert_allclose(bits_per_dim([-math.log(2) * 6, 0.0], 3), [2.0, 0.0])
     with pytest.raises(GenmemError, match="positive int"):
         bits_per_dim(1.0, 0)
+
+
+# -- image folders ------------------------------------------------------------------------------
+
+
+def write_png(path, array):
+    """Save a uint8 [H, W] (grey) or [H, W, 3] (RGB) array losslessly and return it."""
+    from PIL import Image
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(array).save(path)
+    return array
+
+
+def test_folder_flat_grey_in_path_order(tmp_path):
+    rng = np.random.default_rng(0)
+    written = {n: write_png(tmp_path / n, rng.integers(0, 256, (3, 5), dtype=np.uint8))
+               for n in ("b.png", "a.PNG", "a0.bmp")}
+    (tmp_path / "notes.txt").write_text("not an image")
+    ds = load_dataset(f"folder:{tmp_path}")
+    order = ["a.PNG", "a0.bmp", "b.png"]  # sorted by relative path
+    np.testing.assert_array_equal(ds.x, np.stack([written[n] for n in order]))
+    assert ds.x.dtype == np.uint8 and ds.x.shape == (3, 3, 5) and ds.image_shape == (3, 5)
+    np.testing.assert_array_equal(ds.labels, [-1, -1, -1])
+    np.testing.assert_array_equal(ds.index, [0, 1, 2])
+    assert ds.levels == 256 and ds.source == str(tmp_path) and ds.split == "train"
+    with pytest.raises(GenmemError, match="has no split 'test'; available: train"):
+        load_dataset(f"folder:{tmp_path}", split="test")
+
+
+def test_folder_class_subfolders_rgb(tmp_path):
+    rng = np.random.default_rng(1)
+    layout = [("dog", "2.png"), ("cat", "x.png"), ("dog", "1.png"), ("cat", "deep/y.png"), ("emu", "e.png")]
+    written = {f"{c}/{f}": write_png(tmp_path / c / f, rng.integers(0, 256, (4, 2, 3), dtype=np.uint8))
+               for c, f in layout}
+    (tmp_path / "empty").mkdir()  # a class folder without images is not a class
+    ds = load_dataset(f"folder:{tmp_path}")
+    order = ["cat/deep/y.png", "cat/x.png", "dog/1.png", "dog/2.png", "emu/e.png"]
+    np.testing.assert_array_equal(ds.x, np.stack([written[k] for k in order]))
+    assert ds.x.shape == (5, 4, 2, 3) and ds.image_shape == (4, 2, 3)
+    np.testing.assert_array_equal(ds.labels, [0, 0, 1, 1, 2])
+    assert ds.labels.dtype == np.int64
+
+
+def test_folder_modes_converted(tmp_path):
+    from PIL import Image
+
+    grey = write_png(tmp_path / "a.png", np.array([[0, 128], [255, 7]], np.uint8))
+    palette = Image.fromarray(np.array([[0, 1], [1, 0]], np.uint8), mode="P")
+    palette.putpalette([10, 20, 30, 200, 100, 50] + [0] * 762)
+    palette.save(tmp_path / "b.png")
+    rgba = np.array([[[1, 2, 3, 255], [4, 5, 6, 0]], [[7, 8, 9, 9], [250, 251, 252, 128]]], np.uint8)
+    Image.fromarray(rgba, mode="RGBA").save(tmp_path / "c.png")
+    ds = load_dataset(f"folder:{tmp_path}")
+    expected = np.stack([
+        np.repeat(grey[..., None], 3, axis=2),  # grey mixed with colour -> replicated into RGB
+        np.array([[[10, 20, 30], [200, 100, 50]], [[200, 100, 50], [10, 20, 30]]], np.uint8),
+        rgba[..., :3],  # RGBA -> RGB drops alpha
+    ])
+    np.testing.assert_array_equal(ds.x, expected)
+    assert ds.image_shape == (2, 2, 3)
+
+
+def test_folder_jpeg_grey_stays_grey(tmp_path):
+    from PIL import Image
+
+    Image.fromarray(np.full((4, 4), 90, np.uint8)).save(tmp_path / "g.jpg")
+    Image.fromarray(np.full((4, 4), 90, np.uint8), mode="L").convert("LA").save(tmp_path / "h.png")
+    ds = load_dataset(f"folder:{tmp_path}")  # an LA image makes the folder colour
+    assert ds.x.shape == (2, 4, 4, 3)
+    np.testing.assert_allclose(ds.x, 90, atol=2)  # JPEG is lossy; a constant block stays within 2
+
+
+def test_folder_errors(tmp_path):
+    write_png(tmp_path / "ok" / "a.png", np.zeros((3, 4), np.uint8))
+    write_png(tmp_path / "ok" / "b.png", np.zeros((5, 4), np.uint8))
+    with pytest.raises(GenmemError, match=r"b\.png is 4x5 pixels \(width x height\) but .*a\.png .* 4x3; resize"):
+        load_dataset(f"folder:{tmp_path / 'ok'}")
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / "readme.txt").write_text("x")
+    with pytest.raises(GenmemError, match=f"{tmp_path / 'empty'} holds no image files; pass a folder of "
+                                          r"\.bmp, \.gif, \.jpeg, \.jpg, \.png files"):
+        load_dataset(f"folder:{tmp_path / 'empty'}")
+    with pytest.raises(GenmemError, match=f"{tmp_path / 'nope'} is not an existing folder; .*\\.png files"):
+        load_dataset(f"folder:{tmp_path / 'nope'}")
+    write_png(tmp_path / "mixed" / "top.png", np.zeros((2, 2), np.uint8))
+    write_png(tmp_path / "mixed" / "cls" / "a.png", np.zeros((2, 2), np.uint8))
+    with pytest.raises(GenmemError, match=r"mixes image files \(top\.png\) with class subfolders \(cls/\)"):
+        load_dataset(f"folder:{tmp_path / 'mixed'}")
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "x.png").write_bytes(b"not a png")
+    with pytest.raises(GenmemError, match=r"cannot read .*x\.png as an image"):
+        load_dataset(f"folder:{tmp_path / 'bad'}")
+    with pytest.raises(GenmemError, match="folder:PATH"):
+        load_dataset("imagenet")
+
+
+def test_folder_without_pillow(tmp_path, monkeypatch):
+    write_png(tmp_path / "a.png", np.zeros((2, 2), np.uint8))
+    monkeypatch.setitem(__import__("sys").modules, "PIL", None)  # makes 'from PIL import ...' raise ImportError
+    with pytest.raises(GenmemError, match="needs Pillow; install it with 'pip install pillow'"):
+        load_dataset(f"folder:{tmp_path}")

@@ -38,7 +38,7 @@ def _tau(value):
 
 @click.command()
 @click.option("--dataset", default="digits", show_default=True,
-              help="digits, mnist, fashion-mnist, cifar10, npz:PATH or npy:PATH (images).")
+              help="digits, mnist, fashion-mnist, cifar10, npz:PATH, npy:PATH or folder:PATH (images).")
 @click.option("--data-dir", type=click.Path(file_okay=False), help="Folder holding the dataset's files.")
 @click.option("--limit", type=int, help="Train on the first N training images only.")
 @click.option("--test-fraction", type=float,

@@ -70,7 +70,7 @@ def _apply_preset(ctx, args):
 @click.option("--folds", "-k", default=10, show_default=True, help="K: folds per repeat (2 ≤ K ≤ N).")
 @click.option("--repeats", "-r", default=1, show_default=True, help="R: independent fold partitions.")
 @click.option("--dataset", default="digits", show_default=True,
-              help="digits, mnist, fashion-mnist, binarized-mnist, cifar10, npz:PATH or npy:PATH.")
+              help="digits, mnist, fashion-mnist, binarized-mnist, cifar10, npz:PATH, npy:PATH or folder:PATH.")
 @click.option("--data-dir", type=click.Path(file_okay=False), help="Folder holding the dataset's files.")
 @click.option("--split", default="train", show_default=True, help="Dataset split to score.")
 @click.option("--limit", type=int, help="Use only the first N examples of the split.")

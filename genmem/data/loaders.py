@@ -1,4 +1,4 @@
-"""Loading datasets: scikit-learn's digits, IDX (MNIST-style), NumPy and CIFAR-10 files.
+"""Loading datasets: scikit-learn's digits, IDX (MNIST-style), NumPy and CIFAR-10 files, image folders.
 
 Every loader returns a :class:`Dataset` holding the examples in the source's
 own dtype and value range; :func:`genmem.data.prepare` turns it into the float
@@ -29,6 +29,7 @@ logger = logging.getLogger(__name__)
 
 DATA_DIR_ENV = "GENMEM_DATA_DIR"
 FASHION_MNIST_SYSTEM_DIR = Path("/usr/share/datasets/fashion-mnist")
+IMAGE_EXTENSIONS = (".bmp", ".gif", ".jpeg", ".jpg", ".png")
 
 # IDX type byte -> big-endian NumPy dtype (http://yann.lecun.com/exdb/mnist/, "THE IDX FILE FORMAT").
 _IDX_DTYPES = {0x08: "u1", 0x09: "i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
@@ -95,7 +96,8 @@ def load_dataset(name="digits", *, data_dir=None, split="train"):
         only), ``"mnist"``, ``"fashion-mnist"`` (IDX files), ``"binarized-mnist"``
         (``binarized_mnist.npz`` with splits train/valid/test), ``"cifar10"``
         (torchvision's ``cifar-10-batches-py`` pickles or
-        ``cifar10_partial.npz``), ``"npz:PATH"`` or ``"npy:PATH"`` (a path
+        ``cifar10_partial.npz``), ``"folder:PATH"`` (a folder of image files,
+        see Notes), ``"npz:PATH"`` or ``"npy:PATH"`` (a path
         ending in ``.npz``/``.npy`` works without the prefix). An ``.npz``
         holds ``x`` (or ``X``, or a single array) and optionally ``y`` or
         ``labels``; or split arrays ``x_train``/``x_test`` (also ``X_train``,
@@ -122,16 +124,26 @@ def load_dataset(name="digits", *, data_dir=None, split="train"):
     Notes
     -----
     CIFAR-10 batches are Python pickles: load only files you trust.
+
+    An image folder (train split only) holds ``.png``, ``.jpg``, ``.jpeg``,
+    ``.bmp`` or ``.gif`` files (any case; the first frame of an animated GIF),
+    read with Pillow in the order of their paths relative to the folder. With
+    class subfolders (torchvision's ImageFolder layout ``PATH/<class>/...``)
+    the label is the index of the class among the sorted names of the
+    subfolders holding images; in a flat folder it is -1. All images must have
+    one size. Mode ``"L"`` images stay grey (uint8 [N, H, W]); any other mode
+    is converted to RGB (uint8 [N, H, W, 3]), and so are grey images in a
+    folder that also holds colour ones.
     """
     name = str(name)
-    readers = {"npz": _load_npz, "npy": _load_npy}
+    readers = {"npz": _load_npz, "npy": _load_npy, "folder": _load_folder}
     kind, _, path = name.partition(":")
     if kind in readers and path:
         return readers[kind](name, Path(path).expanduser(), split)
     if name.endswith((".npz", ".npy")):
         return readers[name[-3:]](name, Path(name).expanduser(), split)
     if name not in _LOADERS:
-        valid = ", ".join([*DATASET_NAMES, "npz:PATH", "npy:PATH"])
+        valid = ", ".join([*DATASET_NAMES, "folder:PATH", "npz:PATH", "npy:PATH"])
         raise GenmemError(f"unknown dataset {name!r}; valid names: {valid}")
     return _LOADERS[name](name, data_dir, split)
 
@@ -391,6 +403,49 @@ def _infer_levels(x):
     if x.max() <= 1:
         return 2
     return 256 if x.dtype == np.uint8 else int(x.max()) + 1
+
+
+# -- image folders ---------------------------------------------------------------------
+
+
+def _load_folder(name, root, split):
+    _check_split(name, split, ("train",))
+    try:
+        from PIL import Image, UnidentifiedImageError
+    except ImportError:
+        raise GenmemError(f"{name}: reading image folders needs Pillow; install it with 'pip install pillow'") from None
+    accepted = ", ".join(IMAGE_EXTENSIONS)
+    found = (path for path in root.rglob("*") if path.suffix.lower() in IMAGE_EXTENSIONS and path.is_file())
+    files = sorted((path.relative_to(root) for path in found), key=lambda rel: rel.parts)
+    if not files:
+        state = "holds no image files" if root.is_dir() else "is not an existing folder"
+        raise GenmemError(f"{name}: {root} {state}; pass a folder of {accepted} files (or class subfolders of them)")
+    classes = {folder: i for i, folder in enumerate(sorted({rel.parts[0] for rel in files if len(rel.parts) > 1}))}
+    loose = [rel for rel in files if len(rel.parts) == 1]
+    if classes and loose:
+        raise GenmemError(
+            f"{name}: {root} mixes image files ({loose[0]}) with class subfolders ({next(iter(classes))}/); "
+            "move every image into a class subfolder or flatten the folder"
+        )
+    images = []
+    for rel in files:
+        try:
+            with Image.open(root / rel) as image:
+                image.load()
+                images.append(image if image.mode == "L" else image.convert("RGB"))
+        except (OSError, UnidentifiedImageError, ValueError) as exc:
+            raise GenmemError(f"{name}: cannot read {root / rel} as an image ({exc}); re-save it as PNG") from None
+        if images[-1].size != images[0].size:
+            (w, h), (w0, h0) = images[-1].size, images[0].size
+            raise GenmemError(
+                f"{name}: {root / rel} is {w}x{h} pixels (width x height) but {root / files[0]} and the files "
+                f"before it are {w0}x{h0}; resize all images to one size"
+            )
+    mode = "RGB" if any(image.mode == "RGB" for image in images) else "L"
+    x = np.stack([np.asarray(image.convert(mode), dtype=np.uint8) for image in images])
+    labels = np.array([classes[rel.parts[0]] if classes else -1 for rel in files], np.int64)
+    logger.info("loaded %s: %d %s images from %s", name, len(x), mode, root)
+    return Dataset(x, labels, np.arange(len(x)), name, split, x.shape[1:], 256, str(root))
 
 
 # -- search helpers ---------------------------------------------------------------------
