@@ -43,6 +43,7 @@ from .influence import influence  # noqa: E402
 from .info import info  # noqa: E402
 from .kfold import kfold  # noqa: E402
 from .neighbours import ct, neighbours  # noqa: E402
+from .report import report  # noqa: E402
 from .top import top  # noqa: E402
 
 main.add_command(kfold)
@@ -52,3 +53,4 @@ main.add_command(influence)
 main.add_command(neighbours)
 main.add_command(ct)
 main.add_command(gan)
+main.add_command(report)

@@ -1,0 +1,89 @@
+"""``genmem report``: one run's per-example scores, summarised and compared."""
+import json
+
+import click
+import numpy as np
+
+from ..errors import GenmemError
+from ..neighbours import compare_with_scores
+from ..results import read_result
+
+
+@click.command()
+@click.argument("file", type=click.Path(dir_okay=False))
+@click.option("-n", "count", default=10, show_default=True,
+              help="Size of the top sets whose overlap is reported (at most the number of examples).")
+@click.option("--plot", type=click.Path(dir_okay=False),
+              help="Write a PNG: memorization against each view (a histogram of it when there are none).")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
+def report(file, count, plot, as_json):
+    """Summarise a results FILE: the run, score summaries, rank agreement between scores."""
+    if count < 1:
+        raise GenmemError(f"-n must be at least 1; got {count}")
+    result = read_result(file)
+    if not result.complete:
+        raise GenmemError(f"{file} holds an unfinished run; finish it with the same 'genmem kfold' command first")
+    summary = report_dict(result, count)
+    if as_json:
+        click.echo(json.dumps({"file": str(file), **summary}, indent=1))
+    else:
+        run = summary["run"]
+        click.echo(f"run: model {run['model']}, dataset {run['dataset']}, N={run['N']}, K={run['K']}, "
+                   f"R={run['R']}, estimator {run['estimator']}")
+        click.echo(f"{'score':<24} {'mean':>11} {'median':>11} {'min':>11} {'max':>11}")
+        for name, stats in summary["summaries"].items():
+            click.echo(f"{name:<24} " + " ".join(f"{stats[key]:>11.4g}" for key in ("mean", "median", "min", "max")))
+        for pair in summary["pairs"]:
+            click.echo(f"spearman {pair['a']} vs {pair['b']}: {pair['spearman']:.4f} (p={pair['pvalue']:.3g}), "
+                       f"top-{pair['top']} overlap {pair['top_overlap']:.2f}")
+        if summary["mean_stderr"] is not None:
+            click.echo(f"mean standard error of memorization over R={run['R']} repeats: {summary['mean_stderr']:.4g}")
+    if plot:
+        from ..plots import plot_report
+
+        views = {name: result.values(name) for name in summary["summaries"] if name != "memorization"}
+        plot_report(result.memorization, views, plot)
+        click.echo(f"wrote {plot}", err=True)
+
+
+def report_dict(result, count):
+    """What ``genmem report`` prints, as a JSON-ready dict.
+
+    Parameters
+    ----------
+    result : KFoldResult
+        A complete run.
+    count : int
+        Size of the top sets compared; clipped to the number of examples.
+
+    Returns
+    -------
+    dict
+        ``run`` (model, dataset, N, K, R, estimator), ``summaries`` (name →
+        mean/median/min/max of memorization and of every 1-D view), ``pairs``
+        (one row of :func:`genmem.neighbours.compare_with_scores` per pair of
+        those arrays, with ``a`` and ``b`` naming them) and ``mean_stderr``
+        (mean of the per-example standard error when R > 1, else None).
+    """
+    R, K, N = result.loglik.shape
+    config = result.config
+    # per-example scores only: 1-D floating views (not e.g. /neighbours/index, which holds row numbers)
+    names = ["memorization"] + sorted(name for name, value in result.views.items()
+                                      if np.ndim(value) == 1 and np.issubdtype(np.asarray(value).dtype, np.floating))
+    summaries = {}
+    for name in names:
+        values = np.asarray(result.values(name), dtype=np.float64)
+        summaries[name] = {"mean": float(values.mean()), "median": float(np.median(values)),
+                           "min": float(values.min()), "max": float(values.max())}
+    top = min(count, N)
+    pairs = []
+    for i, a in enumerate(names):
+        for b in names[i + 1:]:
+            row = compare_with_scores(result, result.values(b), names=[a], top=top)[0]
+            del row["score"]
+            pairs.append({"a": a, "b": b, **row})
+    stderr = result.scores.get("stderr")
+    return {"run": {"model": config["model"]["name"], "dataset": config.get("data", {}).get("dataset", "array"),
+                    "N": N, "K": K, "R": R, "estimator": config["estimator"]},
+            "summaries": summaries, "pairs": pairs,
+            "mean_stderr": float(np.mean(stderr)) if R > 1 and stderr is not None else None}
