@@ -4,23 +4,10 @@ import json
 import h5py
 import numpy as np
 import pytest
-from click.testing import CliRunner
 
 import genmem
-from genmem.cli import main
 
-
-def run(args, **kwargs):
-    return CliRunner().invoke(main, [str(a) for a in args], **kwargs)
-
-
-def assert_one_line_error(result, *words):
-    assert result.exit_code != 0
-    assert isinstance(result.exception, SystemExit), result.exception  # no traceback
-    lines = [line for line in result.output.strip().splitlines() if line.startswith("Error")]
-    assert len(lines) == 1, result.output
-    for word in words:
-        assert word in lines[0], lines[0]
+from cli_helpers import assert_one_line_error, run
 
 
 @pytest.fixture(scope="module")

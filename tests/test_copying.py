@@ -3,7 +3,6 @@ import json
 
 import numpy as np
 import pytest
-from click.testing import CliRunner
 from scipy.special import logsumexp
 from scipy.stats import mannwhitneyu
 from sklearn.cluster import KMeans
@@ -11,8 +10,9 @@ from sklearn.datasets import make_moons
 from sklearn.neighbors import NearestNeighbors
 
 from genmem import GenmemError
-from genmem.cli import main
 from genmem.neighbours import data_copying_test, mann_whitney_zu
+
+from cli_helpers import run
 
 
 def moons(n, seed):
@@ -148,10 +148,6 @@ def test_bad_input_is_a_clear_error_and_no_nan(moon_sets, rng):
     empty = res.cells["n_generated"] == 0
     assert empty.any() and not res.cells["kept"][empty].any() and (res.cells["z_u"][empty] == 0).all()
     assert np.isfinite(res.c_t) and json.dumps(res.to_dict())
-
-
-def run(args):
-    return CliRunner().invoke(main, [str(a) for a in args])
 
 
 def test_cli_ct_table_and_json(moon_sets, tmp_path):

@@ -6,15 +6,15 @@ import h5py
 import numpy as np
 import pytest
 import torch
-from click.testing import CliRunner
 from scipy.stats import rankdata
 
 import genmem
 from genmem import GenmemError
-from genmem.cli import main
 from genmem.neighbours import (CallableEmbedder, NeighbourBank, compare_with_scores, nn_ratio_test,
                                register_embedder)
 from genmem.neighbours.embedders import EMBEDDERS
+
+from cli_helpers import run
 
 
 def brute_force(Q, X, k, metric="cosine", exclude_self=False):
@@ -239,10 +239,6 @@ def test_compare_with_scores_against_rank_pearson(kfold_file):
     assert row["top_overlap"] == len(top_m & top_d) / 24 and row["n"] == 240
     with pytest.raises(GenmemError, match="constant"):
         compare_with_scores(result, np.ones(240))
-
-
-def run(args):
-    return CliRunner().invoke(main, [str(a) for a in args])
 
 
 def test_cli_neighbours_writes_views_and_prints_tau(kfold_file, tmp_path):

@@ -5,24 +5,11 @@ import shutil
 import h5py
 import numpy as np
 import pytest
-from click.testing import CliRunner
 from scipy.stats import spearmanr
 
 import genmem
-from genmem.cli import main
 
-
-def run(args):
-    return CliRunner().invoke(main, [str(a) for a in args])
-
-
-def assert_one_line_error(result, *words):
-    assert result.exit_code != 0
-    assert isinstance(result.exception, SystemExit), result.exception  # no traceback
-    lines = [line for line in result.output.strip().splitlines() if line.startswith("Error")]
-    assert len(lines) == 1, result.output
-    for word in words:
-        assert word in lines[0], lines[0]
+from cli_helpers import assert_one_line_error, run
 
 
 @pytest.fixture(scope="module")
