@@ -12,11 +12,10 @@ from ..gan import evaluate_gan, load_gan_data, sweep_tau, train_gan, write_gan
 from ..gan.nets import ARCHS
 from ..gan.rejection import DEFAULT_MAX_TRIES, MODES
 from ..gan.train import LOSSES, parse_tau_list
-from ..memorization.runner import _jsonable
 from ..neighbours import NeighbourBank
 from ..neighbours.copying import DEFAULT_MIN_GENERATED
 from ..plots import plot_tau_sweep
-from ..results import provenance
+from ..results.provenance import jsonable, provenance
 
 
 def _seeds(ctx, param, value):
@@ -186,7 +185,7 @@ def _sd(value, fmt=".3f"):
 
 def _write_json(path, value):
     """Write ``value`` as JSON to ``path`` atomically (a temporary file in the same folder, then a rename)."""
-    text = json.dumps(_jsonable(value), indent=1) + "\n"
+    text = json.dumps(jsonable(value), indent=1) + "\n"
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
         tmp.write_text(text)

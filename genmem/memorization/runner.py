@@ -20,7 +20,7 @@ from ..device import resolve_device
 from ..errors import GenmemError
 from ..models import MODELS, DensityModel
 from ..results import KFoldResult, read_result, write_result
-from ..results.provenance import now, provenance
+from ..results.provenance import jsonable, now, provenance
 from ..validation import check_data
 from .estimators import DEFAULT_ESTIMATOR, ESTIMATORS, memorization_scores
 from .folds import check_fold_args, make_folds, unit_seed
@@ -30,16 +30,6 @@ log = logging.getLogger(__name__)
 #: Model parameters that change how, not what, is computed; a run that differs
 #: only in these resumes the same file.
 RUNTIME_PARAMS = ("device", "chunk_size", "eval_chunk", "units_per_batch", "batch_units")
-
-
-def _jsonable(value):
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, np.generic):
-        return value.item()
-    return value
 
 
 def _fingerprint(config):
@@ -148,9 +138,9 @@ def kfold(model, X, *, folds=10, repeats=1, seed=0, estimator=DEFAULT_ESTIMATOR,
 
     model = _make_model(model, device).resolve(X)
     config = {
-        "model": {"name": model.name, "params": _jsonable(model.get_params())},
+        "model": {"name": model.name, "params": jsonable(model.get_params())},
         "folds": folds, "repeats": repeats, "seed": seed, "estimator": estimator,
-        "units_per_batch": units_per_batch, "data": _jsonable(data_info or {}),
+        "units_per_batch": units_per_batch, "data": jsonable(data_info or {}),
         "data_sha256": hashlib.sha256(np.ascontiguousarray(X).tobytes()).hexdigest(),
     }
     config["fingerprint"] = _fingerprint(config)

@@ -37,3 +37,14 @@ def provenance(device, argv=None):
     """genmem and library versions, device, creation time and command line of a run."""
     return {"genmem_version": __version__, "created": now(), "argv": list(sys.argv if argv is None else argv),
             "versions": library_versions(), "device": describe_device(device)}
+
+
+def jsonable(value):
+    """``value`` with tuples as lists, NumPy scalars as Python numbers and keys as str, for JSON records."""
+    if isinstance(value, dict):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [jsonable(v) for v in value]
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
