@@ -16,8 +16,9 @@ from scipy import integrate, stats
 from sklearn.datasets import load_digits
 
 from genmem.errors import GenmemError
-from genmem.models.vae import PRESETS, VAE, _UnitAdam, _Units
-from genmem.models.vae_nets import Likelihood, VAENet
+from genmem.models.vae import PRESETS, VAE
+from genmem.models.vae.nets import Likelihood, VAENet
+from genmem.models.vae.units import Units
 
 
 # briefly trained test models often have a low effective sample size; one test checks the warning itself
@@ -160,27 +161,6 @@ def test_float32_batched_matches_alone_to_float_tolerance(digits):
     np.testing.assert_allclose(together[2], alone, rtol=1e-5)
 
 
-def test_unit_adam_matches_torch_adam_per_unit_and_skips_inactive_units():
-    gen = torch.Generator().manual_seed(0)
-    init = torch.randn(2, 3, 4, generator=gen, dtype=torch.float64)
-    # transposed views: autograd often returns non-contiguous gradients
-    grads = [torch.randn(2, 4, 3, generator=gen, dtype=torch.float64).transpose(1, 2) for _ in range(5)]
-    stacked = init.clone().requires_grad_(True)
-    adam = _UnitAdam([stacked], lr=0.01)
-    for t, g in enumerate(grads):
-        adam.step([g], np.array([True, t != 2]))  # unit 1 sits out step 2
-    for u, skipped in ((0, ()), (1, (2,))):
-        p = init[u].clone().requires_grad_(True)
-        opt = torch.optim.Adam([p], lr=0.01)
-        for t, g in enumerate(grads):
-            if t in skipped:
-                continue
-            p.grad = g[u].clone()
-            opt.step()
-        torch.testing.assert_close(stacked[u].detach(), p.detach(), rtol=1e-12, atol=1e-14)
-    assert [adam.steps(0), adam.steps(1)] == [5, 4]
-
-
 # -- the hand-written ELBO is Pyro's Trace_ELBO -------------------------------------------
 
 
@@ -199,17 +179,18 @@ def test_vectorized_loss_equals_pyro_trace_elbo(digits, likelihood, data):
     pyro_grads = torch.autograd.grad(pyro_loss, [p for _, p in model.net_.named_parameters()])
 
     z = guide_trace.nodes["z"]["value"].detach()
-    units = _Units.from_nets([model.net_], model._new_net(X.shape[1], likelihood), model._likelihood(likelihood))
-    for p in units.params.values():
-        p.requires_grad_(True)
+    template = model._new_net(X.shape[1], likelihood)
+    units = Units.from_states(template, [model.net_.state_dict()], model._likelihood(likelihood), torch.float64, "cpu")
+    units.requires_grad_(True)
     xb = x.unsqueeze(0)
-    loc, scale = units.encode(xb, shared=False)
-    eps = ((z - loc[0].detach()) / scale[0].detach())[None, :, None, :]
-    ours = -units.log_weights(units.likelihood.data_terms(xb), loc, scale, eps).sum()
+    loc, log_sigma = units.encode(xb)
+    eps = ((z - loc[0].detach()) / log_sigma[0].detach().exp())[None, :, None, :]
+    ours = -units.log_weights(units.likelihood.data_terms(xb), loc, log_sigma, eps).sum()
     torch.testing.assert_close(ours, pyro_loss.detach(), rtol=1e-9, atol=1e-8)
-    our_grads = torch.autograd.grad(ours, [units.params[n] for n in names])
-    for name, a, b in zip(names, our_grads, pyro_grads):
-        torch.testing.assert_close(a[0], b, rtol=1e-7, atol=1e-8, msg=name)
+    grads = torch.autograd.grad(ours, units.leaves)
+    named = Units(template, torch.cat([g.reshape(1, -1) for g in grads], 1), units.likelihood).unit_states()[0]
+    for name, b in zip(names, pyro_grads):
+        torch.testing.assert_close(named[name], b, rtol=1e-7, atol=1e-8, msg=name)
     # the Pyro pair is an nn.Module loss whose parameters are exactly this unit's
     loss_module = pyro.infer.Trace_ELBO()(pyro_model, pyro_guide)
     assert {id(p) for p in loss_module.parameters()} == {id(p) for p in model.net_.parameters()}
@@ -343,7 +324,7 @@ def test_out_of_memory_becomes_a_clear_error(digits, monkeypatch):
     def boom(*args, **kwargs):
         raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
 
-    monkeypatch.setattr(_Units, "encode", boom)
+    monkeypatch.setattr(Units, "encode", boom)
     with pytest.raises(GenmemError, match="units-per-batch.*eval_chunk"):
         VAE(**SMALL).fit_units(digits[:30], np.ones((2, 30), dtype=bool), [1, 2])
 
