@@ -15,10 +15,13 @@ import torch
 from scipy import integrate, stats
 from sklearn.datasets import load_digits
 
+import genmem
 from genmem.errors import GenmemError
 from genmem.models.vae import PRESETS, VAE
 from genmem.models.vae.nets import Likelihood, VAENet
+from genmem.models.vae.train import epoch_order
 from genmem.models.vae.units import Units
+from genmem.philox import key_words
 
 
 # briefly trained test models often have a low effective sample size; one test checks the warning itself
@@ -159,6 +162,70 @@ def test_float32_batched_matches_alone_to_float_tolerance(digits):
     together = vae.fit_units(X, masks, [5, 6, 7])["loglik"]
     alone = vae.fit_units(X, masks[2:], [7])["loglik"][0]
     np.testing.assert_allclose(together[2], alone, rtol=1e-5)
+
+
+def test_epoch_order_is_a_permutation_of_each_units_rows_independent_of_its_batch_mates():
+    rng = np.random.default_rng(0)
+    member = torch.as_tensor(rng.random((3, 50)) < np.array([[0.3], [0.7], [1.0]]))
+    n_rows = member.sum(1)
+    keys = key_words([7, 8, 9])
+    order, weight = epoch_order(keys, member, n_rows, 4, 64)  # 64 positions > N = 50: padding
+    for u in range(3):
+        n = int(n_rows[u])
+        assert sorted(order[u, :n].tolist()) == torch.nonzero(member[u]).flatten().tolist()
+        assert weight[u, :n].all() and not weight[u, n:].any()
+        assert (order[u, n:] == order[u, 0]).all()
+        alone = epoch_order(keys[u:u + 1], member[u:u + 1], n_rows[u:u + 1], 4, 64)[0][0]
+        assert torch.equal(alone, order[u])
+        # the unit's rows alone (as VAE.fit sees them) come in the same order
+        rows = torch.nonzero(member[u]).flatten()
+        sub = epoch_order(keys[u:u + 1], torch.ones(1, n, dtype=torch.bool), n_rows[u:u + 1], 4, n)[0][0]
+        assert torch.equal(rows[sub], order[u, :n])
+    assert not torch.equal(epoch_order(keys, member, n_rows, 5, 64)[0], order)  # a fresh order each epoch
+
+
+def test_kfold_vae_numbers_do_not_depend_on_units_per_batch_or_resuming(digits, tmp_path):
+    X = digits[:120]
+    vae = VAE(**dict(SMALL, epochs=2, batch_size=16), dtype="float64")
+    base = genmem.kfold(vae, X, folds=3, repeats=2, seed=4, units_per_batch=6)
+    for units in (1, 4):
+        other = genmem.kfold(vae, X, folds=3, repeats=2, seed=4, units_per_batch=units)
+        np.testing.assert_allclose(other.loglik, base.loglik, rtol=1e-10)
+
+    class Interrupted(VAE):
+        def fit_units(self, X, masks, seeds, **kwargs):
+            if len(seeds) < 4:  # the second batch (2 of 6 units) never finishes
+                raise KeyboardInterrupt
+            return super().fit_units(X, masks, seeds, **kwargs)
+
+    out = tmp_path / "run.h5"
+    with pytest.raises(KeyboardInterrupt):
+        genmem.kfold(Interrupted(**vae.get_params()), X, folds=3, repeats=2, seed=4, units_per_batch=4, out=out)
+    assert genmem.read_result(tmp_path / "run.h5.partial").done.sum() == 4
+    resumed = genmem.kfold(vae, X, folds=3, repeats=2, seed=4, units_per_batch=3, out=out)
+    np.testing.assert_allclose(resumed.loglik, base.loglik, rtol=1e-10)
+
+
+def _ops_per_step(n_units, rows=512, batch=32):
+    """Profiler events and host syncs per training step of ``fit_units`` (3 epochs minus 1 epoch, tiny nets)."""
+    X = np.random.default_rng(0).random((rows, 16))
+    counts = []
+    for epochs in (1, 3):
+        vae = VAE(latent_dim=2, hidden=(8,), epochs=epochs, batch_size=batch, num_samples=4, binarize="dynamic")
+        with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+            vae.fit_units(X, np.ones((n_units, rows), dtype=bool), list(range(1, n_units + 1)))
+        events = prof.key_averages()
+        syncs = sum(e.count for e in events if e.key in ("aten::item", "aten::_local_scalar_dense"))
+        counts.append((sum(e.count for e in events), syncs))
+    steps = 2 * rows // batch
+    return (counts[1][0] - counts[0][0]) / steps, (counts[1][1] - counts[0][1]) / steps
+
+
+def test_training_step_work_does_not_grow_with_units_and_never_syncs():
+    ops_4, syncs_4 = _ops_per_step(4)
+    ops_32, syncs_32 = _ops_per_step(32)
+    assert syncs_4 == syncs_32 == 0
+    assert ops_32 <= 1.1 * ops_4 and ops_32 <= 600
 
 
 # -- the hand-written ELBO is Pyro's Trace_ELBO -------------------------------------------

@@ -33,7 +33,7 @@ from ..base import DensityModel, as_seed, torch_generator
 from .checkpoints import checkpoint_state, read_checkpoint, save_checkpoint
 from .evaluate import evaluate, importance_eps
 from .nets import ARCHS, LIKELIHOODS, Likelihood, VAEGuide, VAEModel, VAENet
-from .train import Trainer
+from .train import BLOCK_BYTES, MAX_BLOCK, Trainer
 from .units import Units
 
 log = logging.getLogger(__name__)
@@ -279,6 +279,47 @@ class VAE(DensityModel):
         config = {k: (list(v) if isinstance(v, tuple) else v) for k, v in self.get_params().items()}
         config.update(likelihood=likelihood, n_features=int(n_features))
         return config
+
+    def memory_bytes(self, n_rows, n_features, n_units):
+        """Rough device memory of :meth:`fit_units` for ``n_units`` units on ``n_rows`` × ``n_features`` data.
+
+        A model, not a measurement: parameters with gradients, Adam moments
+        and update temporaries (≈ 10 copies of the P parameters per unit), a
+        block of minibatches and their activations, the epoch plan (argsort
+        over the rows), one evaluation chunk (``eval_chunk`` rows × samples
+        through the decoder, log weights in float64), plus the data and the
+        random-number temporaries of a block (:data:`genmem.models.vae.train.BLOCK_BYTES`).
+        """
+        size = DTYPES[self.dtype].itemsize
+        n_params = sum(p.numel() for p in self._new_net(n_features, "gaussian").parameters())
+        widths = 2 * sum(int(h) for h in self.hidden) + 4 * int(self.latent_dim)
+        batch, chunk = int(self.batch_size), int(self.eval_chunk)
+        per_unit = (10 * n_params * size
+                    + MAX_BLOCK * batch * (4 * n_features + int(self.latent_dim)) * size
+                    + batch * (6 * n_features + 6 * widths) * size
+                    + 32 * n_rows
+                    + chunk * ((3 * n_features + widths) * size + 16) + 3 * 8 * n_rows)
+        fixed = 2 * n_rows * n_features * size + BLOCK_BYTES + (512 << 20)
+        return fixed + n_units * per_unit
+
+    def max_units_per_batch(self, X):
+        """On CUDA, the number of units whose training fits in 85 % of the free memory (:meth:`memory_bytes`)."""
+        device = resolve_device(self.device)
+        if device.type != "cuda":
+            return None
+        n_rows, n_features = check_data(X).shape
+        free = torch.cuda.mem_get_info(device)[0]
+        fixed, per_unit = self.memory_bytes(n_rows, n_features, 0), self.memory_bytes(n_rows, n_features, 1)
+        per_unit -= fixed
+        units = int((0.85 * free - fixed) // per_unit)
+        log.info("units per batch on %s: %d (%.1f GiB free, about %.2f GiB per unit + %.2f GiB)",
+                 device, units, free / 2**30, per_unit / 2**30, fixed / 2**30)
+        if units < 1:
+            raise GenmemError(
+                f"one VAE unit needs about {(fixed + per_unit) / 2**30:.1f} GiB on {device} but "
+                f"{free / 2**30:.1f} GiB are free; lower batch_size or eval_chunk, or run on the CPU"
+            )
+        return units
 
     def checkpoint_epochs(self):
         """Epochs after which :meth:`fit_units` saves checkpoints.
