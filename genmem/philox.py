@@ -7,9 +7,8 @@ numbers: as easy as 1, 2, 3" (SC 2011) and of JAX's ``jax.random``. Draws
 for many units, steps and positions come from one call, and a unit gets the
 same numbers whatever it is computed beside, wherever a run is resumed, and
 on the CPU and on CUDA alike: the integer part is exact on every device
-(32-bit words held in ``int64`` tensors; the 32×32→64-bit products are formed
-from 16-bit halves so that nothing overflows), and only the final float
-transforms (log, cos, sin of Box–Muller) may round differently between
+(32-bit words held in ``int64`` tensors, see :func:`philox4x32`), and only the
+final float transforms (log, cos, sin of Box–Muller) may round differently between
 devices.
 
 :func:`philox4x32` is the bijection itself (checked against the Random123
@@ -39,15 +38,6 @@ def key_words(seeds, device="cpu"):
     return torch.tensor(words, dtype=torch.int64, device=device)
 
 
-def _mulhilo(a, m_hi, m_lo):
-    """``(hi, lo)`` 32-bit words of ``a · m`` for 32-bit ``a`` and ``m = m_hi·2¹⁶ + m_lo``, exact in int64."""
-    t_lo = a * m_lo  # < 2**48
-    t_hi = a * m_hi  # < 2**48
-    hi = (t_hi + (t_lo >> 16)) >> 16
-    lo = (t_lo + ((t_hi & 0xFFFF) << 16)) & _MASK32
-    return hi, lo
-
-
 def philox4x32(c0, c1, c2, c3, k0, k1, rounds=ROUNDS):
     """Philox-4×32 of counter ``(c0, c1, c2, c3)`` under key ``(k0, k1)``.
 
@@ -61,25 +51,24 @@ def philox4x32(c0, c1, c2, c3, k0, k1, rounds=ROUNDS):
     -------
     tuple of 4 int64 tensors
         The output words, broadcast to one shape.
+
+    Notes
+    -----
+    A round multiplies two words by 32-bit constants; the 64-bit products
+    are formed in ``int64``, whose multiplication wraps around modulo 2⁶⁴ on
+    every device PyTorch runs on, so the low word is ``p & 0xFFFFFFFF`` and the
+    high word ``(p >> 32) & 0xFFFFFFFF`` exactly (the known-answer and
+    scalar-oracle tests check this on the CPU and on CUDA).
     """
     like = next(t for t in (c0, c1, c2, c3, k0, k1) if torch.is_tensor(t))
-    words = [torch.as_tensor(w, dtype=torch.int64, device=like.device) for w in (c0, c1, c2, c3, k0, k1)]
-    shape = torch.broadcast_shapes(*(w.shape for w in words))
-    c0, c1, c2, c3, k0, k1 = (w.reshape((1,) * (len(shape) - w.dim()) + tuple(w.shape)) for w in words)
-    lanes = (2,) + (1,) * len(shape)
-    # lanes: a = (c0, c2) are multiplied, b = (c1, c3) xored in; both lanes' products in one op
-    a = torch.stack((c0.expand(shape), c2.expand(shape)))
-    b = torch.stack((c1.expand(shape), c3.expand(shape)))
-    m_hi = torch.tensor([m >> 16 for m in _MULTIPLIERS], dtype=torch.int64, device=like.device).view(lanes)
-    m_lo = torch.tensor([m & 0xFFFF for m in _MULTIPLIERS], dtype=torch.int64, device=like.device).view(lanes)
-    weyl = torch.tensor(_WEYL, dtype=torch.int64, device=like.device).view(lanes)
-    round_keys = (torch.stack((k0, k1)) + torch.arange(rounds, device=like.device).view((rounds,) + (1,) * len(lanes))
-                  * weyl) & _MASK32
+    c0, c1, c2, c3, k0, k1 = (torch.as_tensor(w, dtype=torch.int64, device=like.device)
+                              for w in (c0, c1, c2, c3, k0, k1))
     for r in range(rounds):
-        hi, lo = _mulhilo(a, m_hi, m_lo)
+        p0, p1 = c0 * _MULTIPLIERS[0], c2 * _MULTIPLIERS[1]
+        r0, r1 = (k0 + r * _WEYL[0]) & _MASK32, (k1 + r * _WEYL[1]) & _MASK32
         # (c0, c1, c2, c3) <- (hi1 ^ c1 ^ k0, lo1, hi0 ^ c3 ^ k1, lo0)
-        a, b = hi.flip(0) ^ b ^ round_keys[r], lo.flip(0)
-    return a[0], b[0], a[1], b[1]
+        c0, c1, c2, c3 = ((p1 >> 32) ^ c1 ^ r0) & _MASK32, p1 & _MASK32, ((p0 >> 32) ^ c3 ^ r1) & _MASK32, p0 & _MASK32
+    return c0, c1, c2, c3
 
 
 def bits(key, n, *tags):

@@ -107,14 +107,14 @@ class Trainer:
     dynamic : bool
         Binarize each minibatch afresh as Bernoulli(x).
     graph : bool
-        Capture a block of steps as a CUDA graph (CUDA only).
+        Capture blocks of steps as CUDA graphs (CUDA only).
     compile : bool
-        ``torch.compile`` the Adam update and the random draws.
+        ``torch.compile`` the random draws of a block into fused kernels.
     """
 
     def __init__(self, units, X, masks, keys, *, batch_size, lr, dynamic, graph=False, compile=False):
         self.units, self.X, self.keys, self.dynamic = units, X, keys, dynamic
-        device, dtype = X.device, X.dtype
+        device = X.device
         self.n_units, (self.n, self.dim) = len(masks), X.shape
         self.batch = int(batch_size)
         self.latent = units.params["encoder.loc.bias"].shape[-1]
@@ -126,13 +126,18 @@ class Trainer:
         self.steps = -(-steps // self.block) * self.block
         self.member = torch.as_tensor(masks, device=device)
         self.n_rows = torch.as_tensor(n_rows, dtype=torch.int64, device=device)
-        self.active = torch.as_tensor(np.arange(self.steps)[None, :] < n_steps[:, None], device=device)
-        self.adam = StackedAdam(units.flat, lr, compile=compile)
+        active = np.arange(self.steps)[None, :] < n_steps[:, None]
+        self.active = torch.as_tensor(active, device=device)
+        # the units that take each step, as host tuples: few distinct ones (all units, then the larger folds)
+        patterns, self._pattern = np.unique(active.T, axis=0, return_inverse=True)
+        self._units = [tuple(int(u) for u in np.flatnonzero(p)) for p in patterns]
+        self._pattern = self._pattern.reshape(-1)
+        self.adam = StackedAdam(units.flat, lr)
         self.draw = torch.compile(self._draw, fullgraph=True, dynamic=False) if compile else self._draw
-        self._graph = None
         self.use_graph = bool(graph) and device.type == "cuda"
-        log.debug("trainer: %d units, %d steps per epoch in blocks of %d, CUDA graph %s, compiled %s",
-                  self.n_units, self.steps, self.block, self.use_graph, compile)
+        self._graphs, self._static = {}, None
+        log.debug("trainer: %d units, %d steps per epoch in blocks of %d, fused Adam %s, CUDA graph %s, compiled %s",
+                  self.n_units, self.steps, self.block, self.adam.fused, self.use_graph, compile)
 
     @property
     def step_counts(self):
@@ -149,8 +154,13 @@ class Trainer:
             if self.dynamic else None
         return eps, noise
 
-    def _block(self, order, weight, active, epoch, first):
-        """Run one block of steps; returns the summed loss of each unit, [U] (on the device)."""
+    def _block(self, order, weight, active, epoch, first, step_units):
+        """Run one block of steps; returns the summed loss of each unit, [U] (on the device).
+
+        ``order``/``weight`` [U, block·B] and ``active`` [U, block] are the
+        block's slices of the epoch plan, ``epoch``/``first`` 0-d int64
+        tensors, ``step_units`` the host tuple of active units of each step.
+        """
         U, B, units = self.n_units, self.batch, self.units
         eps, noise = self.draw(epoch, first)
         x = self.X[order]  # [U, block·B, D]: every minibatch of the block in one gather
@@ -161,12 +171,12 @@ class Trainer:
         for j in range(self.block):
             cols = slice(j * B, (j + 1) * B)
             loc, log_sigma = units.encode(x[:, cols])
-            step_data = [d[:, cols] for d in data]
-            log_w = units.log_weights(step_data, loc, log_sigma, eps[:, j].view(U, B, 1, self.latent))
+            log_w = units.log_weights([d[:, cols] for d in data], loc, log_sigma, eps[:, j].view(U, B, 1, self.latent))
             loss = -(log_w[..., 0] * weight[:, cols]).sum(1)
             grads = torch.autograd.grad(loss.sum(), units.leaves)
             with torch.no_grad():
-                self.adam.step(torch.cat([g.reshape(U, -1) for g in grads], 1), active[:, j])
+                torch.cat([g.reshape(U, -1) for g in grads], 1, out=self.adam.grad)
+                self.adam.step(active[:, j], step_units[j])
             losses.append(loss.detach())
         return torch.stack(losses, 1).sum(1)
 
@@ -178,44 +188,54 @@ class Trainer:
         span = self.block * self.batch
         loss = torch.zeros(self.n_units, dtype=self.X.dtype, device=self.X.device)
         for b, first in enumerate(range(0, self.steps, self.block)):
+            step_units = tuple(self._units[p] for p in self._pattern[first:first + self.block])
             args = (order[:, b * span:(b + 1) * span], weight[:, b * span:(b + 1) * span],
-                    self.active[:, first:first + self.block], epoch, first)
-            loss += self._run_block(*args)
+                    self.active[:, first:first + self.block])
+            loss += self._run_block(args, epoch, first, step_units)
         return loss
 
-    def _run_block(self, order, weight, active, epoch, first):
+    def _run_block(self, args, epoch, first, step_units):
+        counters = (epoch, first)
         if not self.use_graph:
-            counters = [torch.full((), c, dtype=torch.int64, device=self.X.device) for c in (epoch, first)]
-            return self._block(order, weight, active, *counters)
-        if self._graph is None:
-            self._capture(order, weight, active)
-        static = self._static
-        static["order"].copy_(order)
-        static["weight"].copy_(weight)
-        static["active"].copy_(active)
-        static["epoch"].fill_(epoch)
-        static["first"].fill_(first)
-        self._graph.replay()
-        return static["loss"]
+            return self._block(*args, *(torch.full((), c, dtype=torch.int64, device=self.X.device)
+                                        for c in counters), step_units)
+        if self._static is None:
+            self._static = [a.clone() for a in args] + [torch.zeros((), dtype=torch.int64, device=self.X.device)
+                                                        for _ in counters]
+        for buffer, value in zip(self._static, args):
+            buffer.copy_(value)
+        for buffer, value in zip(self._static[len(args):], counters):
+            buffer.fill_(value)
+        if step_units not in self._graphs:
+            self._graphs[step_units] = self._capture(step_units)
+        graph, loss = self._graphs[step_units]
+        graph.replay()
+        return loss
 
-    def _capture(self, order, weight, active):
-        """Capture :meth:`_block` as a CUDA graph (warm-up with every unit sitting out: nothing changes)."""
+    def _capture(self, step_units):
+        """Capture :meth:`_block` for the steps' active units ``step_units`` as a CUDA graph.
+
+        PyTorch's recipe: warm up on a side stream (lazy initialisation,
+        compilation), then capture. The warm-up really trains, so the units'
+        parameters and Adam state are saved before it and restored after.
+        """
         device = self.X.device
-        static = {"order": order.clone(), "weight": weight.clone(), "active": torch.zeros_like(active),
-                  "epoch": torch.zeros((), dtype=torch.int64, device=device),
-                  "first": torch.zeros((), dtype=torch.int64, device=device)}
-        args = [static[k] for k in ("order", "weight", "active", "epoch", "first")]
+        adam = self.adam
+        saved = [t.clone() for t in (adam.flat, adam.exp_avg, adam.exp_avg_sq, adam.steps)]
         side = torch.cuda.Stream(device)
         side.wait_stream(torch.cuda.current_stream(device))
         with torch.cuda.stream(side):
-            for _ in range(2):  # warm-up: compiles, autotunes, allocates; no unit is active
-                self._block(*args)
+            for _ in range(2):
+                self._block(*self._static, step_units)
+            for state, copy in zip((adam.flat, adam.exp_avg, adam.exp_avg_sq, adam.steps), saved):
+                state.copy_(copy)
         torch.cuda.current_stream(device).wait_stream(side)
         graph = torch.cuda.CUDAGraph()
         try:
             with torch.cuda.graph(graph):
-                static["loss"] = self._block(*args)
+                loss = self._block(*self._static, step_units)
         except RuntimeError as err:
             raise GenmemError(f"capturing the VAE training step as a CUDA graph failed ({err}); "
-                              "run with --no-cuda-graph") from err
-        self._graph, self._static = graph, static
+                              "run with --no-cuda-graph (VAE(cuda_graph=False))") from err
+        log.debug("captured a CUDA graph of %d steps", self.block)
+        return graph, loss
