@@ -396,6 +396,55 @@ def test_out_of_memory_becomes_a_clear_error(digits, monkeypatch):
         VAE(**SMALL).fit_units(digits[:30], np.ones((2, 30), dtype=bool), [1, 2])
 
 
+def test_out_of_memory_in_a_later_batch_keeps_the_completed_units(digits, tmp_path, monkeypatch):
+    batches = []
+    initialised, encode = Units.initialised.__func__, Units.encode
+
+    def count_batches(cls, *args, **kwargs):
+        batches.append(initialised(cls, *args, **kwargs))
+        return batches[-1]
+
+    def second_batch_runs_out(self, x):
+        if len(batches) > 1 and self is batches[1]:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
+        return encode(self, x)
+
+    monkeypatch.setattr(Units, "initialised", classmethod(count_batches))
+    monkeypatch.setattr(Units, "encode", second_batch_runs_out)
+    with pytest.raises(GenmemError, match="--units-per-batch, now 2"):
+        genmem.kfold(VAE(**SMALL), digits[:60], folds=2, repeats=2, units_per_batch=2, out=tmp_path / "run.h5")
+    assert genmem.read_result(tmp_path / "run.h5.partial").done.tolist() == [[True, True], [False, False]]
+
+
+def test_units_per_batch_auto_fills_the_free_gpu_memory(monkeypatch):
+    import genmem.models.vae.estimator as estimator
+
+    vae = VAE(**PRESETS["vdb-bmnist"]["model"])
+    assert vae.max_units_per_batch(np.zeros((10, 4))) is None  # on the CPU: the runner's default (K)
+    fixed = vae.memory_bytes(60000, 1024, 0)
+    per_unit = vae.memory_bytes(60000, 1024, 1) - fixed
+    n_params = sum(p.numel() for p in vae._new_net(1024, "bernoulli").parameters())
+    assert per_unit > 7 * 4 * n_params  # at least parameters, gradient, two moments and update temporaries
+    monkeypatch.setattr(estimator, "resolve_device", lambda device: torch.device("cuda"))
+    X = np.zeros((60000, 1024))
+    for free in (fixed / 0.85 + 10.5 * per_unit / 0.85, 139 * 2**30):
+        monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device, free=free: (int(free), 2**40))
+        assert vae.max_units_per_batch(X) == int((0.85 * int(free) - fixed) // per_unit)
+    assert vae.max_units_per_batch(X) >= 100  # all vdb-bmnist units fit on one H200
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device: (2**20, 2**40))
+    with pytest.raises(GenmemError, match="one VAE unit needs about"):
+        vae.max_units_per_batch(X)
+
+
+def test_cuda_without_a_gpu_is_a_one_line_error(monkeypatch):
+    from cli_helpers import assert_one_line_error, run
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    result = run(["kfold", "--model", "vae", "--folds", 2, "--epochs", 1, "--device", "cuda", "--limit", 20,
+                  "--out", "unused.h5"])
+    assert_one_line_error(result, "no CUDA GPU", "--device cpu")
+
+
 @pytest.mark.parametrize("params, match", [
     (dict(arch="conv"), "image_shape"),
     (dict(arch="conv", image_shape=(8, 8), hidden=(4, 8, 16, 32)), "divisible"),

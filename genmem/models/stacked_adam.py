@@ -37,7 +37,8 @@ def adam_update_(param, grad, exp_avg, exp_avg_sq, steps, active, lr, beta1, bet
     lr, beta1, beta2, eps : float
         Adam's settings (``torch.optim.Adam`` defaults: betas 0.9, 0.999, eps 1e-8).
     every : bool, default=False
-        Every unit is active (known to the caller): update in place, unmasked.
+        Every unit is active (known to the caller): update in place, unmasked,
+        using ``grad`` as scratch space (it is overwritten).
 
     Notes
     -----
@@ -49,11 +50,11 @@ def adam_update_(param, grad, exp_avg, exp_avg_sq, steps, active, lr, beta1, bet
     step = steps.unsqueeze(1)
     step_size = lr / (1.0 - torch.pow(beta1, step))
     bias_correction2_sqrt = torch.sqrt(1.0 - torch.pow(beta2, step))
-    if every:
+    if every:  # in place, in one scratch buffer (the gradient's: it is spent once the moments have it)
         exp_avg.lerp_(grad, 1.0 - beta1)
         exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1.0 - beta2)
-        denom = (exp_avg_sq.sqrt() / bias_correction2_sqrt).add_(eps)
-        param.add_((exp_avg / denom).mul_(-step_size))
+        denom = torch.sqrt(exp_avg_sq, out=grad).div_(bias_correction2_sqrt).add_(eps)
+        param.add_(torch.div(exp_avg, denom, out=denom).mul_(-step_size))
         return
     on = active.unsqueeze(1)
     new_avg = torch.lerp(exp_avg, grad, 1.0 - beta1)
@@ -70,7 +71,7 @@ def _fused_available(like):
     probe = [torch.zeros(2, dtype=like.dtype, device=like.device) for _ in range(4)]
     try:
         torch._fused_adam_([probe[0]], [probe[1]], [probe[2]], [probe[3]], [],
-                           [torch.ones((), dtype=like.dtype, device=like.device)], amsgrad=False, lr=0.0,
+                           [torch.ones((), dtype=torch.float32, device=like.device)], amsgrad=False, lr=0.0,
                            beta1=0.9, beta2=0.999, weight_decay=0.0, eps=1e-8, maximize=False)
     except (AttributeError, RuntimeError, NotImplementedError, TypeError) as err:
         log.debug("no fused Adam for %s %s (%s): masked elementwise update", like.device, like.dtype, err)
@@ -95,7 +96,8 @@ class StackedAdam:
     Attributes
     ----------
     grad : Tensor [U, P]
-        Where the caller puts the gradient before :meth:`step`.
+        Where the caller puts the gradient before :meth:`step` (which may
+        use it as scratch space).
     steps : Tensor [U]
         Adam steps each unit has taken.
     """
@@ -105,11 +107,14 @@ class StackedAdam:
         self.grad = torch.zeros_like(flat)
         self.exp_avg = torch.zeros_like(flat)
         self.exp_avg_sq = torch.zeros_like(flat)
-        self.steps = torch.zeros(flat.shape[0], dtype=flat.dtype, device=flat.device)
         self.lr, self.beta1, self.beta2, self.eps = float(lr), float(betas[0]), float(betas[1]), float(eps)
         if fused is None:
             fused = flat.device.type == "cuda"
         self.fused = bool(fused) and _fused_available(flat)
+        # the fused kernels read float32 step counts (torch.optim's convention); the elementwise path
+        # computes the bias corrections in the parameters' precision, as torch.optim's single-tensor path
+        steps_dtype = torch.float32 if self.fused else flat.dtype
+        self.steps = torch.zeros(flat.shape[0], dtype=steps_dtype, device=flat.device)
         rows = [t.unbind(0) for t in (flat, self.grad, self.exp_avg, self.exp_avg_sq, self.steps)]
         self._rows = list(zip(*rows))  # per unit: its parameter, gradient, moment and step-count views
         self._lists = {}
