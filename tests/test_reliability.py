@@ -1,0 +1,114 @@
+"""Issue 11, finding by finding: nothing run from a data file, nothing overwritten, nothing silently wrong.
+
+Each test names the finding it guards. The oracles are independent of the
+code under test: arrays written by the test itself, a fresh uninterrupted run,
+brute-force log-sum-exps, the bytes of a file before and after a command.
+"""
+import gzip
+import io
+import os
+import pickle
+import struct
+import zipfile
+
+import numpy as np
+import pytest
+from cli_helpers import assert_one_line_error, run
+
+from genmem.data import load_dataset, read_idx
+from genmem.errors import GenmemError
+
+
+
+# -- 1. code execution ------------------------------------------------------------------------------------
+
+class _Py2Pickler(pickle._Pickler):
+    """Writes str and bytes as Python 2 strings and arrays under numpy.core, as CIFAR-10's own batches are."""
+
+    def _save_string(self, obj):
+        raw = obj.encode("latin-1") if isinstance(obj, str) else obj
+        self.write(pickle.SHORT_BINSTRING + bytes([len(raw)]) + raw if len(raw) < 256
+                   else pickle.BINSTRING + struct.pack("<i", len(raw)) + raw)
+        self.memoize(obj)
+
+    def save_global(self, obj, name=None):
+        if getattr(obj, "__name__", None) == "_reconstruct":
+            self.write(pickle.GLOBAL + b"numpy.core.multiarray\n_reconstruct\n")
+            self.memoize(obj)
+        else:
+            super().save_global(obj, name)
+
+    dispatch = dict(pickle._Pickler.dispatch)
+    dispatch[str] = _save_string
+    dispatch[bytes] = _save_string
+
+
+class _Payload:
+    """Unpickling this runs ``touch MARKER``."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return os.system, (f"touch {self.marker}",)
+
+
+def _cifar_folder(root, style="py2", payload=None):
+    """torchvision's cifar-10-batches-py with 3 random images per batch; returns (folder, train x HWC, train y)."""
+    folder = root / "cifar-10-batches-py"
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    xs, ys = [], []
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+        x, y = rng.integers(0, 256, (3, 3072), dtype=np.uint8), [int(v) for v in rng.integers(0, 10, 3)]
+        batch = {b"batch_label": b"training batch", b"labels": y, b"data": x, b"filenames": [b"a.png"] * 3}
+        if payload is not None and name == "data_batch_2":
+            batch[b"extra"] = payload
+        with open(folder / name, "wb") as f:
+            if style == "py2":
+                _Py2Pickler(f, protocol=2).dump(batch)
+            else:
+                pickle.dump(batch, f, protocol=style)
+        if name != "test_batch":
+            xs.append(x)
+            ys += y
+    return folder, np.concatenate(xs).reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1), np.array(ys)
+
+
+@pytest.mark.parametrize("style", ["py2", 2, 4, 5])
+def test_cifar_batches_are_read_without_unrestricted_pickle(tmp_path, style):
+    _, x, y = _cifar_folder(tmp_path, style)
+    data = load_dataset("cifar10", data_dir=tmp_path)
+    np.testing.assert_array_equal(data.x, x)
+    np.testing.assert_array_equal(data.labels, y)
+
+
+@pytest.mark.parametrize("command", [["kfold", "--model", "kde", "--folds", "3"], ["gan", "--steps", "1"]])
+def test_finding_1_a_payload_batch_runs_nothing_and_names_the_file(tmp_path, command):
+    marker = tmp_path / "marker"
+    folder, _, _ = _cifar_folder(tmp_path / "data", payload=_Payload(marker))  # the other arrays are valid
+    result = run([*command, "--dataset", "cifar10", "--data-dir", tmp_path / "data", "--out", tmp_path / "o.h5"])
+    assert_one_line_error(result, str(folder / "data_batch_2"), "posix.system", "runs nothing")
+    assert not marker.exists() and not (tmp_path / "o.h5").exists()
+
+
+# -- 9. resources -------------------------------------------------------------------------------------------------
+
+def test_finding_9_compressed_files_are_read_no_further_than_their_headers_say(tmp_path):
+    bomb = tmp_path / "train-images-idx3-ubyte.gz"
+    with gzip.open(bomb, "wb", compresslevel=1) as f:  # declares 10 images, holds 50 MB
+        f.write(b"\0\0\x08\x03" + struct.pack(">3I", 10, 28, 28))
+        for _ in range(5):
+            f.write(bytes(10_000_000))
+    with pytest.raises(GenmemError, match="holds more than 7840 data bytes"):
+        read_idx(bomb)
+    with gzip.open(bomb, "wb") as f:
+        f.write(b"\0\0\x08\x03" + struct.pack(">3I", 4_000_000_000, 1000, 1000))
+    with pytest.raises(GenmemError, match="needs 4.0 PB, more than"):
+        read_idx(bomb)
+    header = io.BytesIO()  # an .npz member that declares 800 GB and holds 10 MB of zeros
+    np.lib.format.write_array_header_1_0(header, {"descr": "<f8", "fortran_order": False, "shape": (10 ** 11,)})
+    with zipfile.ZipFile(tmp_path / "bomb.npz", "w", zipfile.ZIP_DEFLATED) as z:
+        z.writestr("x.npy", header.getvalue() + bytes(10_000_000))
+    with pytest.raises(GenmemError, match="bomb.npz needs 800.0 GB"):
+        load_dataset(f"npz:{tmp_path / 'bomb.npz'}")
