@@ -18,7 +18,7 @@ def has_spread(X):
     return float(np.ptp(X, axis=0).max()) > SPREAD_RTOL * float(np.abs(X).max())
 
 
-def check_data(X, *, name="X", min_rows=1, n_features=None):
+def check_data(X, *, name="X", min_rows=1, n_features=None, distinct=False):
     """Return ``X`` as a finite 2-D float64 NumPy array or raise :class:`GenmemError`.
 
     Parameters
@@ -31,6 +31,8 @@ def check_data(X, *, name="X", min_rows=1, n_features=None):
         Fewest rows accepted.
     n_features : int, optional
         Required number of columns (for data scored by an already fitted model).
+    distinct : bool, default=False
+        Also refuse data whose rows are all equal up to rounding (:func:`has_spread`).
     """
     if isinstance(X, torch.Tensor):
         X = X.detach().cpu().numpy()
@@ -59,6 +61,9 @@ def check_data(X, *, name="X", min_rows=1, n_features=None):
             f"{name} contains NaN or inf in {len(rows)} row(s) (first: row {rows[0]}); "
             "remove or impute them before fitting"
         )
+    if distinct and not has_spread(X):
+        raise GenmemError(f"all rows of {name} are identical (up to rounding): there is no spread to fit a density "
+                          "to; remove the duplicates or check the data")
     return X
 
 

@@ -14,9 +14,13 @@ import zipfile
 import numpy as np
 import pytest
 from cli_helpers import assert_one_line_error, run
+from scipy.special import logsumexp
 
+import genmem
 from genmem.data import load_dataset, read_idx
 from genmem.errors import GenmemError
+from genmem.models import GMM, KDE
+from genmem.neighbours import data_copying_test
 
 
 
@@ -92,6 +96,32 @@ def test_finding_1_a_payload_batch_runs_nothing_and_names_the_file(tmp_path, com
     assert not marker.exists() and not (tmp_path / "o.h5").exists()
 
 
+# -- 7. degenerate data ------------------------------------------------------------------------------------------
+
+def test_finding_7_identical_rows_are_refused_up_to_rounding(tmp_path):
+    same = np.tile([[0.3, 0.7, 0.1]], (300, 1))
+    rounded = same + np.array([0.0, 1e-17, 0.0]) * np.arange(300)[:, None] % 3  # differ in the last bits only
+    for X in (same, rounded):
+        with pytest.raises(GenmemError, match="identical"):
+            genmem.kfold(KDE("scott"), X, folds=3)
+        with pytest.raises(GenmemError, match="identical"):
+            GMM(2).fit(X, rng=0)
+        with pytest.raises(GenmemError, match="identical"):
+            data_copying_test(X, X[:20] + 1, X[:30] + 2, n_cells=2)
+    np.save(tmp_path / "same.npy", same)
+    assert_one_line_error(run(["kfold", "--model", "kde", "--dataset", f"npy:{tmp_path / 'same.npy'}", "--folds",
+                               "3", "--out", tmp_path / "o.h5"]), "identical")
+    spread = same.copy()
+    spread[0, 0] += 1e-9  # a real, if small, difference is data
+    assert np.isfinite(genmem.kfold(KDE("scott"), spread, folds=3).memorization).all()
+
+
+@pytest.mark.parametrize("bandwidth", ["1e-300", "1e-160", "1e200"])
+def test_finding_9_unrepresentable_bandwidths_are_one_line_errors(tmp_path, bandwidth):
+    assert_one_line_error(run(["kfold", "--model", "kde", "--bandwidth", bandwidth, "--out", tmp_path / "o.h5"]),
+                          "bandwidth", "float64")
+
+
 # -- 9. resources -------------------------------------------------------------------------------------------------
 
 def test_finding_9_compressed_files_are_read_no_further_than_their_headers_say(tmp_path):
@@ -112,3 +142,25 @@ def test_finding_9_compressed_files_are_read_no_further_than_their_headers_say(t
         z.writestr("x.npy", header.getvalue() + bytes(10_000_000))
     with pytest.raises(GenmemError, match="bomb.npz needs 800.0 GB"):
         load_dataset(f"npz:{tmp_path / 'bomb.npz'}")
+
+
+# -- 13. KDE numbers do not depend on the batch -----------------------------------------------------------------
+
+def test_finding_13_kde_numbers_do_not_depend_on_units_per_batch(digits):
+    X = digits[0][:300]
+    runs = [genmem.kfold(KDE("scott"), X, folds=5, repeats=2, seed=3, units_per_batch=b).loglik for b in (1, 3, 5, 10)]
+    for other in runs[1:]:
+        np.testing.assert_array_equal(other, runs[0])
+
+
+def test_kde_units_where_every_training_kernel_underflows_are_exact():
+    X = np.array([[0.0], [0.01], [0.02], [100.0], [100.01], [250.0]])
+    masks = np.array([[1, 1, 0, 1, 0, 1], [0, 1, 1, 1, 1, 0], [1, 0, 1, 0, 1, 1]], dtype=bool)
+    h = 0.1
+    out = KDE(h).fit_units(X, masks, [0, 1, 2])["loglik"]
+    for u, mask in enumerate(masks):
+        train = X[mask]
+        brute = [logsumexp(-((x - train) ** 2).sum(1) / (2 * h * h)) - np.log(len(train))
+                 - 0.5 * np.log(2 * np.pi * h * h) for x in X]
+        np.testing.assert_allclose(out[u], brute, rtol=1e-12, atol=1e-9)  # d² = |x|² + |t|² − 2x·t at |x| = 250
+        np.testing.assert_array_equal(KDE(h).fit_units(X, mask[None], [u])["loglik"][0], out[u])
