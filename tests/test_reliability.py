@@ -9,7 +9,10 @@ import io
 import os
 import pickle
 import struct
+import subprocess
+import sys
 import zipfile
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -22,6 +25,9 @@ from genmem.errors import GenmemError
 from genmem.models import GMM, KDE
 from genmem.neighbours import data_copying_test
 
+ROOT = Path(__file__).resolve().parents[1]
+ENV = {**os.environ, "PYTHONPATH": str(ROOT)}
+GENMEM = [sys.executable, "-c", "from genmem.cli import main; main()"]
 
 
 # -- 1. code execution ------------------------------------------------------------------------------------
@@ -96,6 +102,14 @@ def test_finding_1_a_payload_batch_runs_nothing_and_names_the_file(tmp_path, com
     assert not marker.exists() and not (tmp_path / "o.h5").exists()
 
 
+# -- 5. resume semantics --------------------------------------------------------------------------------------
+
+def test_finding_5_the_interruption_message_tells_the_truth(tmp_path, monkeypatch):
+    monkeypatch.setattr(KDE, "fit_units", lambda *a, **kw: (_ for _ in ()).throw(KeyboardInterrupt))
+    result = run(["kfold", "--model", "kde", "--limit", "50", "--folds", "2", "--out", tmp_path / "r.h5", "-q"])
+    assert result.exit_code == 130 and "nothing to resume" in result.output and ".partial" not in result.output
+
+
 # -- 7. degenerate data ------------------------------------------------------------------------------------------
 
 def test_finding_7_identical_rows_are_refused_up_to_rounding(tmp_path):
@@ -142,6 +156,20 @@ def test_finding_9_compressed_files_are_read_no_further_than_their_headers_say(t
         z.writestr("x.npy", header.getvalue() + bytes(10_000_000))
     with pytest.raises(GenmemError, match="bomb.npz needs 800.0 GB"):
         load_dataset(f"npz:{tmp_path / 'bomb.npz'}")
+
+
+# -- 10. one-line errors instead of tracebacks -----------------------------------------------------------------------
+
+def test_finding_10_a_closed_pipe_ends_quietly(tmp_path):
+    out = tmp_path / "big.h5"
+    genmem.kfold(KDE(0.5), np.random.default_rng(0).normal(size=(2000, 2)), folds=2, out=out)
+    buffered = {key: value for key, value in ENV.items() if key != "PYTHONUNBUFFERED"}  # -u drops short writes
+    proc = subprocess.Popen([*GENMEM, "top", str(out), "-n", "2000", "--json"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, env=buffered)  # about 300 kB: more than a pipe holds
+    proc.stdout.read(10)
+    proc.stdout.close()
+    assert proc.wait(timeout=60) == 1
+    assert proc.stderr.read() == b""
 
 
 # -- 13. KDE numbers do not depend on the batch -----------------------------------------------------------------

@@ -13,6 +13,8 @@ from ..errors import GenmemError
 from ..memorization import ESTIMATORS, kfold as run_kfold
 from ..models import MODELS, make_model
 from ..models.vae import PRESETS
+from ..results import read_result
+from . import interrupted_exit_code
 
 
 def _bandwidth(value):
@@ -144,11 +146,24 @@ def _run(model_name, preset, folds, repeats, dataset, data_dir, split, limit, pc
                            device=device, units_per_batch=units_per_batch, labels=prepared.labels,
                            index=prepared.index, images=prepared.images, data_info=prepared.info,
                            store_data=not no_store_data, out=out, force=force, progress=not quiet, argv=sys.argv)
-    except KeyboardInterrupt:
-        click.echo(f"\ninterrupted: completed units are saved in {out}.partial; "
-                   "run the same command again to resume", err=True)
-        sys.exit(130)
+    except KeyboardInterrupt as exc:
+        _interrupted(out)
+        sys.exit(interrupted_exit_code(exc))
     _summary(result, out)
+
+
+def _interrupted(out):
+    """Say what an interruption kept: the units saved in OUT.partial, if any."""
+    partial = out.with_name(out.name + ".partial")
+    try:
+        done = read_result(partial).done if partial.exists() else None
+    except GenmemError:
+        done = None
+    if done is None or not done.any():
+        click.echo("\ninterrupted before any unit was saved; nothing to resume", err=True)
+        return
+    click.echo(f"\ninterrupted: {int(done.sum())} of {done.size} units are saved in {partial}; run the same command "
+               "again to resume", err=True)
 
 
 def _summary(result, out):
