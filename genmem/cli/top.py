@@ -4,6 +4,7 @@ import json
 import click
 
 from ..errors import GenmemError
+from ..outputs import claim, output_lock, write_png
 from ..results import read_result
 
 
@@ -14,14 +15,19 @@ from ..results import read_result
               help="Score to rank by: memorization, memorization_reference, memorization_balanced, "
                    "or a view such as influence/self or neighbours/distance.")
 @click.option("--plot", type=click.Path(dir_okay=False), help="Write a PNG grid of the examples with their scores.")
+@click.option("--force", is_flag=True, help="Replace an existing --plot file that is not a plot of this run.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
-def top(file, count, by, plot, as_json):
+def top(file, count, by, plot, force, as_json):
     """List the top-memorized examples of a results FILE (highest score first)."""
     if count < 1:
         raise GenmemError(f"-n must be at least 1; got {count}")
     result = read_result(file)
     if not result.complete:
         raise GenmemError(f"{file} holds an unfinished run; finish it with the same 'genmem kfold' command first")
+    if plot:
+        if result.images is None:
+            raise GenmemError(f"{file} stores no images (made with --no-store-data); re-run without it to plot")
+        claim_plot(plot, result, file, force)
     rows = top_rows(result, count, by)
     if as_json:
         click.echo(json.dumps(rows, indent=1))
@@ -36,12 +42,25 @@ def top(file, count, by, plot, as_json):
     if plot:
         from ..plots import plot_examples
 
-        if result.images is None:
-            raise GenmemError(f"{file} stores no images (made with --no-store-data); re-run without it to plot")
         order = [row["row"] for row in rows]
         titles = [f"#{row['index']} ({row['label']})\n{by[:3]}={row['score']:.2f}" for row in rows]
-        plot_examples(result.images[order], titles, plot)
+        write_plot(plot, result, lambda path: plot_examples(result.images[order], titles, path))
         click.echo(f"wrote {plot}", err=True)
+
+
+def claim_plot(plot, result, file, force):
+    """Check, before any work, that the PNG ``plot`` of the run in ``result`` (read from ``file``) may be written."""
+    claim(plot, _plot_identity(result), force=force, inputs=[file], option="--plot", suffixes=(".png",))
+
+
+def write_plot(plot, result, draw):
+    """Write the PNG ``plot`` of the run in ``result`` atomically; ``draw(path)`` saves the figure."""
+    with output_lock(plot):
+        write_png(plot, draw, _plot_identity(result))
+
+
+def _plot_identity(result):
+    return f"plot:{result.config['fingerprint']}"
 
 
 def top_rows(result, count, by):

@@ -25,7 +25,6 @@ sees a half-written file.
 """
 import contextlib
 import json
-import os
 import shutil
 from pathlib import Path
 
@@ -33,6 +32,7 @@ import h5py
 import numpy as np
 
 from ..errors import GenmemError
+from ..outputs import atomic_path, output_lock
 from .result import KFoldResult
 
 FORMAT = "genmem.kfold"
@@ -85,22 +85,19 @@ def atomic_h5(path, *, start_from=None):
     start_from : path-like, optional
         Start from a copy of this file (opened ``r+``) instead of an empty one.
 
-    A failure inside the block leaves ``path`` as it was and removes the
-    temporary file, so no reader ever sees a half-written file.
+    The temporary file is made as :func:`genmem.outputs.atomic_path` makes
+    it (exclusively, never through a link, random name); a failure or an
+    interruption inside the block leaves ``path`` as it was and removes it,
+    so no reader ever sees a half-written file.
     """
     path = Path(path)
-    if not path.parent.exists():
+    if not path.parent.is_dir():
         raise GenmemError(f"the output folder {path.parent} does not exist; create it or choose another --out")
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
+    with atomic_path(path) as tmp:
         if start_from is not None:
             shutil.copyfile(start_from, tmp)
         with h5py.File(tmp, "r+" if start_from is not None else "w") as f:
             yield f
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
 
 
 def write_result(path, result):
@@ -174,7 +171,7 @@ def read_result(path):
             raise GenmemError(f"{path} is a damaged genmem results file ({exc}); re-run the command that made it") from None
 
 
-def add_views(path, views, attrs=None):
+def add_views(path, views, attrs=None, *, fingerprint=None):
     """Add or replace analysis datasets in an existing results file, atomically.
 
     Parameters
@@ -189,24 +186,40 @@ def add_views(path, views, attrs=None):
         Attributes per key (of ``views`` or of their groups), e.g. the method
         and parameters that produced them; values that are not str, int, float
         or bool are stored as JSON.
+    fingerprint : str, optional
+        The fingerprint of the run the views were computed from. When the
+        file holds another run by now (it was replaced meanwhile), nothing is
+        written and a :class:`GenmemError` says so.
+
+    Every view records the fingerprint of the run it belongs to in its
+    attribute ``run_fingerprint``. The file is locked while it is rewritten
+    (:func:`genmem.outputs.output_lock`).
     """
     path = Path(path)
-    with _open(path) as f:
-        n = f["folds/assignment"].shape[1]
-        if not f.attrs.get("complete", False):
+    with output_lock(path):
+        with _open(path) as f:
+            n = f["folds/assignment"].shape[1]
+            complete = bool(f.attrs.get("complete", False))
+            current = _attr_json(f.attrs.get("config", "{}"))
+        current = current.get("fingerprint") if isinstance(current, dict) else None
+        if not complete:
             raise GenmemError(f"{path} holds an unfinished run; finish it with the same 'genmem kfold' command first")
-    for key, value in views.items():
-        group = key.split("/", 1)[0]
-        if "/" not in key or group in _RUN_GROUPS:
-            raise GenmemError(f"view name {key!r} must be 'group/name' outside {', '.join(_RUN_GROUPS)}")
-        if len(value) != n:
-            raise GenmemError(f"view {key!r} has {len(value)} rows but the run has {n} examples")
-    with atomic_h5(path, start_from=path) as f:
+        if fingerprint is not None and current != fingerprint:
+            raise GenmemError(f"{path} now holds another run (it was replaced while the views were computed); "
+                              "nothing was written — run the command again on the new file")
         for key, value in views.items():
-            if key in f:
-                del f[key]
-            f[key] = value
-        for key, values in (attrs or {}).items():
-            for name, value in values.items():
-                ok = isinstance(value, (str, int, float, bool, np.integer, np.floating))
-                f[key].attrs[name] = value if ok else json.dumps(value, sort_keys=True)
+            group = key.split("/", 1)[0]
+            if "/" not in key or group in _RUN_GROUPS:
+                raise GenmemError(f"view name {key!r} must be 'group/name' outside {', '.join(_RUN_GROUPS)}")
+            if len(value) != n:
+                raise GenmemError(f"view {key!r} has {len(value)} rows but the run has {n} examples")
+        with atomic_h5(path, start_from=path) as f:
+            for key, value in views.items():
+                if key in f:
+                    del f[key]
+                f[key] = value
+                f[key].attrs["run_fingerprint"] = current
+            for key, values in (attrs or {}).items():
+                for name, value in values.items():
+                    ok = isinstance(value, (str, int, float, bool, np.integer, np.floating))
+                    f[key].attrs[name] = value if ok else json.dumps(value, sort_keys=True)

@@ -1,5 +1,6 @@
 """What every file genmem writes records about how it was made."""
 import datetime
+import hashlib
 import platform
 import sys
 
@@ -48,3 +49,8 @@ def jsonable(value):
     if isinstance(value, np.generic):
         return value.item()
     return value
+
+
+def data_sha256(X):
+    """SHA-256 (hex) of the bytes of the float64 array ``X`` [N, D]: the ``data_sha256`` of a run's config."""
+    return hashlib.sha256(np.ascontiguousarray(X, dtype=np.float64).tobytes()).hexdigest()
