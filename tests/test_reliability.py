@@ -214,6 +214,7 @@ def test_finding_3_suffixes_keep_their_own_checkpoints_and_another_runs_are_refu
     shutil.rmtree(tmp_path / "r.h5.units")
     shutil.copytree(vae_runs / "r.h5.units", tmp_path / "r.h5.units")
     assert run(["influence", tmp_path / "r.h5", "--self", "--device", "cpu"]).exit_code == 0
+    assert run(["info", tmp_path / "r.h5", "--verify"]).exit_code == 0
 
 
 def test_finding_3_a_different_run_does_not_reuse_the_unit_folder(vae_runs, tmp_path):
@@ -377,6 +378,44 @@ def test_finding_9_unrepresentable_bandwidths_are_one_line_errors(tmp_path, band
                           "bandwidth", "float64")
 
 
+# -- 8. a results file is checked against its run -----------------------------------------------------------------
+
+def test_finding_8_replaced_data_is_refused_and_verify_says_so(kde_run):
+    out, X = kde_run
+    assert run(["info", out, "--verify"]).exit_code == 0
+    with h5py.File(out, "r+") as f:
+        f["data/x"][...] = X + 1.0
+    assert_one_line_error(run(["influence", out, "--self"]), "does not match the run's data hash")
+    assert_one_line_error(run(["neighbours", out]), "does not match the run's data hash")
+    verify = run(["info", out, "--verify"])
+    assert "verify data hash: FAILED" in verify.output
+    assert_one_line_error(verify, "failed verification", "data hash")
+
+
+def test_finding_8_verify_checks_scores_and_views(kde_run):
+    out, X = kde_run
+    add_views(out, {"neighbours/distance": np.ones(40)})
+    with h5py.File(out, "r+") as f:
+        f["neighbours/distance"].attrs["run_fingerprint"] = "another"
+        f["scores/loglik_in"][3] += 1.0
+    verify = run(["info", out, "--verify"])
+    assert "verify scores: FAILED" in verify.output and "verify view neighbours/distance: FAILED" in verify.output
+    assert_one_line_error(verify, "failed verification")
+
+
+@pytest.mark.parametrize("link", ["external", "soft-self", "soft"])
+def test_finding_8_links_inside_a_results_file_are_refused(kde_run, tmp_path, link):
+    out, X = kde_run
+    with h5py.File(tmp_path / "elsewhere.h5", "w") as f:
+        f["x"] = X + 5
+    with h5py.File(out, "r+") as f:
+        del f["data/x"]
+        f["data/x"] = {"external": h5py.ExternalLink(str(tmp_path / "elsewhere.h5"), "/x"),
+                       "soft-self": h5py.SoftLink("/data/x"), "soft": h5py.SoftLink("/loglik")}[link]
+    for command in (["info"], ["top"], ["influence", "--self"]):
+        assert_one_line_error(run([command[0], out, *command[1:]]), "damaged", "link at /data/x")
+
+
 # -- 9. resources -------------------------------------------------------------------------------------------------
 
 def test_finding_9_large_requests_are_refused_before_they_are_allocated(tmp_path):
@@ -411,6 +450,40 @@ def test_finding_9_compressed_files_are_read_no_further_than_their_headers_say(t
 
 
 # -- 10. one-line errors instead of tracebacks -----------------------------------------------------------------------
+
+def _damage(name):
+    def config(f, value):
+        f.attrs["config"] = value
+
+    def replace(f, key, value):
+        del f[key]
+        f[key] = value
+
+    return {
+        "config is a JSON list": lambda f: config(f, "[1, 2]"),
+        "config without model": lambda f: config(f, json.dumps({k: v for k, v in json.loads(f.attrs["config"]).items()
+                                                                if k != "model"})),
+        "format_version abc": lambda f: f.attrs.__setitem__("format_version", "abc"),
+        "short /data/index": lambda f: replace(f, "data/index", np.arange(5)),
+        "no /scores/loglik_in": lambda f: f.__delitem__("scores/loglik_in"),
+        "1-D /loglik": lambda f: replace(f, "loglik", np.zeros(40)),
+        "bytes scores": lambda f: replace(f, "scores/memorization", np.array([b"x"] * 40)),
+        "self soft link": lambda f: replace(f, "scores/memorization", h5py.SoftLink("/scores/memorization")),
+        "short /data/x": lambda f: replace(f, "data/x", np.zeros((5, 3))),
+        "group for a dataset": lambda f: (f.__delitem__("folds/done"), f.create_group("folds/done")),
+    }[name]
+
+
+@pytest.mark.parametrize("damage", ["config is a JSON list", "config without model", "format_version abc",
+                                    "short /data/index", "no /scores/loglik_in", "1-D /loglik", "bytes scores",
+                                    "self soft link", "short /data/x", "group for a dataset"])
+def test_finding_10_damaged_files_are_one_line_errors(kde_run, damage):
+    out, _ = kde_run
+    with h5py.File(out, "r+") as f:
+        _damage(damage)(f)
+    for command in (["info"], ["top"], ["report"], ["influence", "--self"], ["neighbours"]):
+        assert_one_line_error(run([command[0], out, *command[1:]]), str(out))
+
 
 def test_finding_10_inputs_that_gave_tracebacks(kde_run, tmp_path):
     out, _ = kde_run

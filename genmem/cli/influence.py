@@ -15,6 +15,7 @@ from ..influence import GMMInfluence, KDEInfluence, KFoldTracIn, gather_influenc
 from ..models import GMM
 from ..outputs import check_folder, output_lock
 from ..results import add_views, read_result
+from ..results.verify import check_stored_data
 from ..validation import check_data
 
 #: Largest influence matrix [N, n_test] stored in a results file.
@@ -164,6 +165,7 @@ def _influence(file, self_, test_index, test_data, top_k, device, seed, draws, u
     result = read_result(file)
     if not result.complete:
         raise GenmemError(f"{file} holds an unfinished run; finish it with the same 'genmem kfold' command first")
+    check_stored_data(result, file)
     testing = bool(test_index or test_data)
     if testing:  # checked before any computation
         Z, source, rows = _test_points(result, file, test_index, test_data)

@@ -13,6 +13,7 @@ from ..neighbours import NeighbourBank, compare_with_scores, data_copying_test, 
 from ..neighbours.search import METRICS
 from ..outputs import check_folder, claim, output_lock
 from ..results import add_views, read_result
+from ..results.verify import check_stored_data
 
 EMBED_HELP = "Feature map: pixels, pca:D, npy:PATH (features of the run's examples, in row order) " \
              "or imagenet:ARCH:WEIGHTS (a local torchvision weights file)."
@@ -46,6 +47,7 @@ def _neighbours(file, embed, metric, device, seed, save_bank, force, as_json):
     result = read_result(file)
     if not result.complete:
         raise GenmemError(f"{file} holds an unfinished run; finish it with the same 'genmem kfold' command first")
+    check_stored_data(result, file)
     identity = f"neighbour-bank:{result.config['fingerprint']}"
     if save_bank:
         claim(save_bank, identity, force=force, inputs=[file, embed.rpartition(":")[2]], option="--save-bank")

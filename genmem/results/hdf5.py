@@ -33,6 +33,7 @@ import numpy as np
 
 from ..errors import GenmemError
 from ..outputs import atomic_path, output_lock
+from ..validation import is_int
 from .result import KFoldResult
 
 FORMAT = "genmem.kfold"
@@ -106,6 +107,22 @@ def write_result(path, result):
         _write(f, result)
 
 
+def _damaged(path, what):
+    return GenmemError(f"{path} is a damaged genmem results file ({what}); re-run the command that made it")
+
+
+def _check_links(f, path):
+    """Refuse soft and external links: a results file holds only its own groups and datasets."""
+    for group in (f, *(f[name] for name in f if isinstance(f.get(name, getlink=True), h5py.HardLink)
+                       and isinstance(f[name], h5py.Group))):
+        for name in group:
+            link = group.get(name, getlink=True)
+            if not isinstance(link, h5py.HardLink):
+                kind = "an external" if isinstance(link, h5py.ExternalLink) else "a soft"
+                raise _damaged(path, f"{kind} link at {group.name.rstrip('/')}/{name}; results files hold only "
+                                     "their own data")
+
+
 def _open(path):
     path = Path(path)
     if not path.exists():
@@ -116,18 +133,23 @@ def _open(path):
         f = h5py.File(path, "r")
     except OSError as exc:
         raise GenmemError(f"{path} cannot be read as HDF5 ({exc}); the file may be truncated or corrupt") from None
-    if f.attrs.get("format") != FORMAT:
+    try:
+        if f.attrs.get("format") != FORMAT:
+            raise GenmemError(
+                f"{path} is an HDF5 file but not a genmem results file (no format attribute {FORMAT!r}); "
+                "give a file written by 'genmem kfold'"
+            )
+        try:
+            version = int(f.attrs.get("format_version", 0))
+        except (TypeError, ValueError):
+            raise _damaged(path, f"format_version {f.attrs.get('format_version')!r} is not an integer") from None
+        if version > FORMAT_VERSION:
+            raise GenmemError(f"{path} has results format version {version}, newer than this genmem reads "
+                              f"({FORMAT_VERSION}); upgrade genmem")
+        _check_links(f, path)
+    except BaseException:
         f.close()
-        raise GenmemError(
-            f"{path} is an HDF5 file but not a genmem results file (no format attribute {FORMAT!r}); "
-            "give a file written by 'genmem kfold'"
-        )
-    version = int(f.attrs.get("format_version", 0))
-    if version > FORMAT_VERSION:
-        f.close()
-        raise GenmemError(
-            f"{path} has results format version {version}, newer than this genmem reads ({FORMAT_VERSION}); upgrade genmem"
-        )
+        raise
     return f
 
 
@@ -138,24 +160,88 @@ def _attr_json(value):
         return value
 
 
+def _check_config(config, path):
+    model = config.get("model") if isinstance(config, dict) else None
+    if not isinstance(model, dict) or not isinstance(model.get("name"), str) or not isinstance(model.get("params"),
+                                                                                                dict):
+        raise _damaged(path, "its config names no model")
+    for key in ("folds", "repeats", "seed"):
+        if not is_int(config.get(key)):
+            raise _damaged(path, f"config {key!r} is not an integer")
+    for key in ("estimator", "fingerprint", "data_sha256"):
+        if not isinstance(config.get(key), str):
+            raise _damaged(path, f"config {key!r} is missing or not a string")
+    if not isinstance(config.get("data", {}), dict) or not isinstance(config.get("artifact_dir") or "", str):
+        raise _damaged(path, "config 'data' or 'artifact_dir' has the wrong type")
+
+
+def _check_array(path, name, value, kinds, shape):
+    """``value`` has a dtype kind in ``kinds`` and the shape ``shape`` (None: any length; a trailing ``...``:
+    any further dimensions)."""
+    value = np.asarray(value)
+    fixed = shape[:-1] if shape[-1] is ... else shape
+    if value.dtype.kind not in kinds:
+        raise _damaged(path, f"{name} has dtype {value.dtype}")
+    if (value.ndim < len(fixed) if shape[-1] is ... else value.ndim != len(fixed)) or any(
+            s is not None and s != v for s, v in zip(fixed, value.shape)):
+        expected = ", ".join("*" if s is None else "..." if s is ... else str(s) for s in shape)
+        raise _damaged(path, f"{name} has shape {list(value.shape)}, expected [{expected}]")
+
+
+#: Scores a complete run stores (stderr too when R > 1).
+_COMPLETE_SCORES = ("memorization", "memorization_reference", "memorization_balanced", "loglik_in", "loglik_out")
+
+
+def _check_layout(result, path):
+    """Raise unless every array of ``result`` has the dtype and shape its config implies."""
+    loglik = np.asarray(result.loglik)
+    _check_array(path, "/loglik", loglik, "f", (None, None, None))
+    R, K, N = loglik.shape
+    if (R, K) != (result.config["repeats"], result.config["folds"]):
+        raise _damaged(path, f"/loglik is [{R}, {K}, {N}] but the config says R={result.config['repeats']}, "
+                             f"K={result.config['folds']}")
+    checks = [("/folds/assignment", result.assignment, "iu", (R, N)),
+              ("/folds/done", result.done, "b", (R, K)), ("/folds/unit_seed", result.unit_seeds, "iu", (R, K)),
+              ("/data/index", result.index, "iu", (N,)), ("/data/label", result.labels, "iu", (N,))]
+    checks += [("/data/x", result.x, "f", (N, None))] * (result.x is not None)
+    checks += [("/data/images", result.images, "fiu", (N, ...))] * (result.images is not None)
+    checks += [(f"/scores/{name}", value, "f", (N,)) for name, value in result.scores.items()]
+    checks += [(f"/units/{name}", value, "fiub", (R, K, ...)) for name, value in result.extras.items()]
+    checks += [(f"/{name}", value, "fiub", (N, ...)) for name, value in result.views.items()]
+    for name, value, kinds, shape in checks:
+        _check_array(path, name, value, kinds, shape)
+    if N and (result.assignment.min() < 0 or result.assignment.max() >= K):
+        raise _damaged(path, f"/folds/assignment holds folds outside 0..{K - 1}")
+    if result.done.all() and "memorization" in result.scores:
+        missing = [name for name in _COMPLETE_SCORES + ("stderr",) * (R > 1) if name not in result.scores]
+        if missing:
+            raise _damaged(path, f"/scores/{missing[0]} is missing")
+
+
 def read_result(path):
     """Read a results file into a :class:`KFoldResult`.
+
+    Every array is checked against the shapes the run's config implies.
 
     Raises
     ------
     GenmemError
-        If the file is missing, not HDF5, not a genmem results file, or damaged.
+        If the file is missing, not HDF5, not a genmem results file, or damaged
+        (a missing or misshapen dataset, a config without its keys, a soft or
+        external link).
     """
     with _open(path) as f:
         try:
             meta = {key: _attr_json(f.attrs.get(key, "")) for key in _META_KEYS}
+            config = json.loads(f.attrs["config"])
+            _check_config(config, path)
             data = f["data"]
-            return KFoldResult(
+            result = KFoldResult(
                 loglik=f["loglik"][()],
                 assignment=f["folds/assignment"][()],
                 done=f["folds/done"][()],
                 unit_seeds=f["folds/unit_seed"][()],
-                config=json.loads(f.attrs["config"]),
+                config=config,
                 meta=meta,
                 index=data["index"][()],
                 labels=data["label"][()],
@@ -167,8 +253,12 @@ def read_result(path):
                        and isinstance(f[group], h5py.Group) for name, ds in f[group].items()
                        if isinstance(ds, h5py.Dataset)},
             )
-        except (KeyError, ValueError) as exc:
-            raise GenmemError(f"{path} is a damaged genmem results file ({exc}); re-run the command that made it") from None
+        except GenmemError:
+            raise
+        except (KeyError, ValueError, TypeError, AttributeError, OSError, RuntimeError) as exc:
+            raise _damaged(path, exc) from None
+    _check_layout(result, path)
+    return result
 
 
 def add_views(path, views, attrs=None, *, fingerprint=None):
