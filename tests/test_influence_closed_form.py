@@ -116,7 +116,7 @@ def test_top_k_matches_the_matrix(data, cls, args):
 def test_bad_test_points(data):
     X, _ = data
     inf = KDEInfluence(X, 0.5)
-    with pytest.raises(GenmemError, match="2 features but the model was fitted on 3"):
+    with pytest.raises(GenmemError, match="2 features, but the model is expecting 3"):
         inf.influence(np.zeros((2, 2)))
     with pytest.raises(GenmemError, match="k must be a positive int"):
         inf.influence(X[:2], k=0)
@@ -181,7 +181,7 @@ def test_gmm_influence_needs_a_fitted_mixture(mixture):
     with pytest.raises(GenmemError, match="fitted GMM"):
         GMMInfluence(GMM(3), X)
     full = GaussianMixture(3, random_state=0).fit(X)
-    with pytest.raises(GenmemError, match="3 features but the model was fitted on 2"):
+    with pytest.raises(GenmemError, match="3 features, but the model is expecting 2"):
         GMMInfluence(full, np.hstack([X, X[:, :1]]))
 
 

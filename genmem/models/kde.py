@@ -97,7 +97,7 @@ class KDE(DensityModel):
     ----------
     bandwidth_ : float
         The bandwidth used.
-    n_train_, n_features_ : int
+    n_train_, n_features_in_ : int
     distances_ : SquaredDistances
         The training points on the device, for chunked distance computations.
     """
@@ -184,26 +184,25 @@ class KDE(DensityModel):
         return float(grid[best]), grid, scores
 
     # -- fit / score ------------------------------------------------------
-    def fit(self, X, *, rng=None):
-        """Store the training data and fix the bandwidth; ``rng`` is unused (KDE is deterministic)."""
+    def fit(self, X, y=None, *, rng=None):
+        """Store the training data and fix the bandwidth; ``y`` and ``rng`` are unused (KDE is deterministic)."""
         device, dtype = self._validate()
         X = check_data(X, min_rows=1 if not isinstance(self.bandwidth, str) else 2)
         self.bandwidth_ = self._bandwidth_for(X)
-        self.n_train_, self.n_features_ = X.shape
+        self.n_train_, self.n_features_in_ = X.shape
         self.distances_ = SquaredDistances(X, device, dtype, self.chunk_size)
-        self._fitted = True
         return self
 
     def log_prob(self, X):
         """Exact log-density in nats of each row of ``X``; float64 array [N]."""
         self._check_fitted()
-        X = check_data(X, n_features=self.n_features_)
+        X = check_data(X, n_features=self.n_features_in_, model=type(self).__name__)
         h, n = self.bandwidth_, self.n_train_
         out = np.empty(X.shape[0])
         for sl, L in self.distances_.chunks(X, scale=0.5 / (h * h)):
             lse = torch.logsumexp(L, dim=1)
             out[sl] = lse.cpu().double().numpy()
-        return out - math.log(n) + _log_norm(h, self.n_features_)
+        return out - math.log(n) + _log_norm(h, self.n_features_in_)
 
     def fit_units(self, X, train_masks, seeds, *, unit_keys=None, artifact_dir=None, progress=None):
         """Exact log p of all rows under every unit's KDE, sharing one pass over the kernel matrix.
