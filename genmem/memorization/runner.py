@@ -20,7 +20,7 @@ from ..device import resolve_device
 from ..errors import GenmemError
 from ..models import MODELS, DensityModel
 from ..results import KFoldResult, read_result, write_result
-from ..results.provenance import jsonable, now, provenance
+from ..results.provenance import jsonable, now, provenance, qualified_name
 from ..validation import check_data
 from .estimators import DEFAULT_ESTIMATOR, ESTIMATORS, memorization_scores
 from .folds import check_fold_args, make_folds, unit_seed
@@ -37,6 +37,7 @@ def _fingerprint(config):
     identity = json.loads(json.dumps(config))
     identity.pop("units_per_batch", None)
     identity.pop("artifact_dir", None)
+    identity["model"].pop("class", None)
     params = identity["model"]["params"]
     if "device" in params:  # CPU and CUDA generators draw different random numbers
         identity["device_type"] = str(params["device"]).split(":")[0]
@@ -52,7 +53,10 @@ def _make_model(model, device):
         model = MODELS[model]()
     if not isinstance(model, DensityModel):
         raise GenmemError(f"model must be a genmem DensityModel or one of {', '.join(sorted(MODELS))}; got {model!r}")
-    if "device" in model.get_params():
+    if not isinstance(model.name, str) or not model.name:
+        raise GenmemError(f"{type(model).__name__}.name must be a non-empty str (how results name the model); "
+                          f"got {model.name!r}")
+    if "device" in model.get_params(deep=False):
         model = model.clone(device=str(resolve_device(model.device if device is None else device)))
     return model
 
@@ -138,7 +142,9 @@ def kfold(model, X, *, folds=10, repeats=1, seed=0, estimator=DEFAULT_ESTIMATOR,
 
     model = _make_model(model, device).resolve(X)
     config = {
-        "model": {"name": model.name, "params": jsonable(model.get_params())},
+        "model": {"name": model.name, "class": qualified_name(type(model)),
+                  "params": {key: jsonable(value, f"parameter {key!r} of {type(model).__name__}")
+                             for key, value in model.get_params(deep=False).items()}},
         "folds": folds, "repeats": repeats, "seed": seed, "estimator": estimator,
         "units_per_batch": units_per_batch, "data": jsonable(data_info or {}),
         "data_sha256": hashlib.sha256(np.ascontiguousarray(X).tobytes()).hexdigest(),
@@ -147,7 +153,7 @@ def kfold(model, X, *, folds=10, repeats=1, seed=0, estimator=DEFAULT_ESTIMATOR,
     assignment = make_folds(n, folds, repeats, seed)
     seeds = np.array([[unit_seed(seed, r, k) for k in range(folds)] for r in range(repeats)], dtype=np.uint64)
     meta = {
-        **provenance(model.get_params().get("device", "cpu"), argv),
+        **provenance(model.get_params(deep=False).get("device", "cpu"), argv),
         "seeds": {"seed": seed, "folds": "SeedSequence(seed, spawn_key=(0, repeat))",
                   "units": "SeedSequence(seed, spawn_key=(1, repeat, fold)); see /folds/unit_seed",
                   "dequantize": "SeedSequence(seed, spawn_key=(2,)) when the data were dequantized"},
