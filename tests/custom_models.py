@@ -1,6 +1,8 @@
 """Density models written the way a user writes their own (importable, for the runner and the CLI)."""
 import numpy as np
 from scipy.special import logsumexp
+from scipy.stats import norm
+from sklearn.base import BaseEstimator
 
 from genmem.models import DensityModel
 
@@ -47,3 +49,38 @@ class Shifted(DensityModel):
 
 def uniform_weights(n):
     return np.full(n, 1.0 / n)
+
+
+class NeedsRow(BaseEstimator):
+    """A scikit-learn-style density (standard normal) whose fit fails unless ``row`` is among the training rows."""
+
+    def __init__(self, row=None):
+        self.row = row
+
+    def fit(self, X, y=None):
+        if not (np.asarray(X) == np.asarray(self.row)).all(1).any():
+            raise ValueError("the training rows lack the row this estimator needs\nsecond line of detail")
+        self.fitted_ = True
+        return self
+
+    def score_samples(self, X):
+        return norm.logpdf(X).sum(1)
+
+
+class BrokenOutput(DensityModel):
+    """A diagonal Gaussian whose log_prob goes wrong (``"nan"`` or ``"shape"``) unless ``row`` is in training."""
+
+    def __init__(self, row=None, fault="nan"):
+        self.row = row
+        self.fault = fault
+
+    def fit(self, X, y=None):  # no rng: the engine calls fit(X) alone
+        self.has_row_ = bool((np.asarray(X) == np.asarray(self.row)).all(1).any())
+        self.inner_ = DiagonalGaussian().fit(X)
+        return self
+
+    def log_prob(self, X):
+        out = self.inner_.log_prob(X)
+        if self.has_row_:
+            return out
+        return np.full_like(out, np.nan) if self.fault == "nan" else out[:, None]

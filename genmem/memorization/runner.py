@@ -19,6 +19,7 @@ import numpy as np
 from ..device import resolve_device
 from ..errors import GenmemError
 from ..models import MODELS, DensityModel
+from ..models.base import UnitError
 from ..results import KFoldResult, read_result, write_result
 from ..results.provenance import jsonable, now, provenance, qualified_name
 from ..validation import check_data
@@ -51,6 +52,9 @@ def _make_model(model, device):
         if model not in MODELS:
             raise GenmemError(f"unknown model {model!r}; choose one of {', '.join(sorted(MODELS))}")
         model = MODELS[model]()
+    if not isinstance(model, DensityModel) and callable(getattr(model, "score_samples", None)):
+        raise GenmemError(f"{type(model).__name__} is a scikit-learn-style estimator, not a genmem model; "
+                          "wrap it: genmem.models.SklearnDensity(estimator)")
     if not isinstance(model, DensityModel):
         raise GenmemError(f"model must be a genmem DensityModel or one of {', '.join(sorted(MODELS))}; got {model!r}")
     if not isinstance(model.name, str) or not model.name:
@@ -202,15 +206,28 @@ def _run_units(model, X, result, units_per_batch, partial, artifact_dir, progres
               file=sys.stderr, disable=not progress) as bar:
         for start in range(0, len(pending), units_per_batch):
             keys = [(int(r), int(k)) for r, k in pending[start:start + units_per_batch]]
-            masks = np.stack([result.assignment[r] != k for r, k in keys])
-            seeds = [int(result.unit_seeds[r, k]) for r, k in keys]
-            outputs = model.fit_units(X, masks, seeds, unit_keys=keys, artifact_dir=artifact_dir,
-                                      progress=bar.update if progress else None)
-            _store(result, keys, outputs)
-            if partial is not None:
-                result.x = result.images = None  # the partial file holds only what resuming needs
-                write_result(partial, result)
-                result.x, result.images = x_full, images
+            before = int(result.done.sum())
+            try:
+                _fit_batch(model, X, result, keys, artifact_dir, bar.update if progress else None)
+            finally:  # also after a failed unit: the units completed before it are kept
+                if partial is not None and result.done.sum() > before:
+                    result.x = result.images = None  # the partial file holds only what resuming needs
+                    write_result(partial, result)
+                    result.x, result.images = x_full, images
+
+
+def _fit_batch(model, X, result, keys, artifact_dir, progress):
+    """Fit the units ``keys`` and store their outputs; on a failed unit, store those completed before it."""
+    masks = np.stack([result.assignment[r] != k for r, k in keys])
+    seeds = [int(result.unit_seeds[r, k]) for r, k in keys]
+    try:
+        outputs = model.fit_units(X, masks, seeds, unit_keys=keys, artifact_dir=artifact_dir, progress=progress)
+    except UnitError as exc:
+        completed = len(exc.completed.get("loglik", ()))
+        if completed:
+            _store(result, keys[:completed], exc.completed)
+        raise
+    _store(result, keys, outputs)
 
 
 def _store(result, keys, outputs):

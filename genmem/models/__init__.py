@@ -1,7 +1,8 @@
-"""Explicit-density models: Gaussian KDE, Gaussian mixture, Pyro VAE."""
+"""Explicit-density models: Gaussian KDE, Gaussian mixture, Pyro VAE, and any scikit-learn density estimator."""
 from .base import DensityModel
 from .gmm import GMM
 from .kde import KDE, kde_loo_memorization
+from .sklearn_density import SklearnDensity
 from .vae import VAE
 
 MODELS = {cls.name: cls for cls in (KDE, GMM, VAE)}
@@ -16,4 +17,4 @@ def make_model(name, **params):
     return MODELS[name](**params)
 
 
-__all__ = ["DensityModel", "GMM", "KDE", "VAE", "kde_loo_memorization", "MODELS", "make_model"]
+__all__ = ["DensityModel", "GMM", "KDE", "SklearnDensity", "VAE", "kde_loo_memorization", "MODELS", "make_model"]
