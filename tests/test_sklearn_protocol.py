@@ -15,10 +15,10 @@ from sklearn.pipeline import Pipeline
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from genmem.errors import GenmemError
-from genmem.models import GMM, KDE, VAE
+from genmem.models import GMM, KDE, VAE, Flow
 from genmem.models.base import NotFittedError
 
-CHECKED = [KDE(0.5), GMM(2, max_iter=20)]
+CHECKED = [KDE(0.5), GMM(2, max_iter=20), Flow(layers=2, hidden=(8,), epochs=2)]
 EXPECTED_FAILURES = {"check_dtype_object": "genmem raises GenmemError (a ValueError), not TypeError, for a "
                                            "dict inside X"}
 
@@ -29,7 +29,7 @@ def test_scikit_learn_common_checks(estimator, check):
 
 
 @pytest.mark.parametrize("model", [KDE("silverman", chunk_size=7), GMM(3, covariance_type="diag", tol=1e-4),
-                                   VAE(epochs=3, hidden=(8,), latent_dim=2)])
+                                   VAE(epochs=3, hidden=(8,), latent_dim=2), Flow(hidden=(8,), input_map="logit")])
 def test_clone_and_params(model):
     twin = clone(model)
     assert type(twin) is type(model) and twin is not model
