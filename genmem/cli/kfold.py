@@ -149,6 +149,7 @@ def _run(model_name, preset, folds, repeats, dataset, data_dir, split, limit, pc
     try:
         result = run_kfold(model, prepared.X, folds=folds, repeats=repeats, seed=seed, estimator=estimator,
                            device=device, units_per_batch=units_per_batch, labels=prepared.labels,
+                           label_names=prepared.label_names,
                            index=prepared.index, images=prepared.images, data_info=prepared.info,
                            store_data=not no_store_data, out=out, force=force, progress=not quiet, argv=sys.argv)
     except KeyboardInterrupt:

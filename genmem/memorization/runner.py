@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..data.labels import encode_labels
 from ..device import resolve_device
 from ..errors import GenmemError
 from ..models import MODELS, DensityModel
@@ -80,8 +81,8 @@ def _existing(out, partial, fingerprint, force):
 
 
 def kfold(model, X, *, folds=10, repeats=1, seed=0, estimator=DEFAULT_ESTIMATOR, device=None,
-          units_per_batch=None, labels=None, index=None, images=None, data_info=None, store_data=True,
-          out=None, force=False, progress=False, argv=None):
+          units_per_batch=None, labels=None, label_names=None, index=None, images=None, data_info=None,
+          store_data=True, out=None, force=False, progress=False, argv=None):
     """Leave-out memorization scores of every example by K-fold × R-repeat holdout training.
 
     Parameters
@@ -105,8 +106,16 @@ def kfold(model, X, *, folds=10, repeats=1, seed=0, estimator=DEFAULT_ESTIMATOR,
     units_per_batch : int, optional
         Units handed to the model at once (default: K, one repeat). Progress
         is saved after every batch.
-    labels, index : int array [N], optional
-        Stored with the result (default: −1 and ``arange(N)``).
+    labels : sequence [N], optional
+        Each example's class, stored with the result (default −1,
+        unlabelled): integer codes, or values of any hashable type (e.g.
+        strings), stored as codes with their names (see
+        :func:`genmem.data.encode_labels`). Given again for a finished run
+        in ``out``, different labels replace the stored ones.
+    label_names : list of str, optional
+        The class of each integer code (e.g. ``Prepared.label_names``).
+    index : int array [N], optional
+        Position of each example in its source (default ``arange(N)``).
     images : array [N, ...], optional
         The examples as images in [0, 1], stored for ``genmem top --plot``.
     data_info : dict, optional
@@ -139,10 +148,17 @@ def kfold(model, X, *, folds=10, repeats=1, seed=0, estimator=DEFAULT_ESTIMATOR,
     units_per_batch = folds if units_per_batch is None else int(units_per_batch)
     if units_per_batch < 1:
         raise GenmemError(f"units_per_batch must be at least 1; got {units_per_batch}")
-    labels = np.full(n, -1, dtype=np.int64) if labels is None else np.asarray(labels, dtype=np.int64)
+    given_labels = labels is not None
+    labels, names = encode_labels(labels, n)
+    if label_names is not None:
+        if names is not None:
+            raise GenmemError("label_names names integer label codes; labels given as names need no label_names")
+        names = [str(name) for name in label_names]
+        if labels.max(initial=-1) >= len(names):
+            raise GenmemError(f"labels use code {labels.max()} but label_names has {len(names)} names")
     index = np.arange(n, dtype=np.int64) if index is None else np.asarray(index, dtype=np.int64)
-    if labels.shape != (n,) or index.shape != (n,):
-        raise GenmemError(f"labels and index must have one entry per example ({n})")
+    if index.shape != (n,):
+        raise GenmemError(f"index must have one entry per example ({n}); got shape {index.shape}")
 
     model = _make_model(model, device).resolve(X)
     config = {
@@ -165,7 +181,7 @@ def kfold(model, X, *, folds=10, repeats=1, seed=0, estimator=DEFAULT_ESTIMATOR,
     result = KFoldResult(
         loglik=np.full((repeats, folds, n), np.nan), assignment=assignment,
         done=np.zeros((repeats, folds), dtype=bool), unit_seeds=seeds, config=config, meta=meta,
-        index=index, labels=labels, x=X if store_data else None,
+        index=index, labels=labels, label_names=names, x=X if store_data else None,
         images=None if images is None or not store_data else np.asarray(images, dtype=np.float32),
     )
 
@@ -178,7 +194,12 @@ def kfold(model, X, *, folds=10, repeats=1, seed=0, estimator=DEFAULT_ESTIMATOR,
     if out is not None:
         previous = _existing(out, partial, config["fingerprint"], force)
         if previous is not None and previous.complete:
-            log.info("%s already holds this run, complete; nothing to do", out)
+            if given_labels and (not np.array_equal(previous.labels, labels) or previous.label_names != names):
+                previous.labels, previous.label_names = labels, names
+                write_result(out, previous)
+                log.info("%s already holds this run, complete; its labels were replaced by the ones given", out)
+            else:
+                log.info("%s already holds this run, complete; nothing to do", out)
             return previous
         if previous is not None:
             result.loglik[previous.done] = previous.loglik[previous.done]

@@ -6,7 +6,7 @@ Layout (version 1)::
                            argv, config (JSON), seeds (JSON), versions (JSON),
                            device, complete
     /data/index [N]        position of each row in its source split
-    /data/label [N]        −1 when unlabelled
+    /data/label [N]        −1 when unlabelled; attr names (JSON list) when codes stand for names
     /data/x [N, D]         the exact array the density model saw (optional)
     /data/images [N, ...]  the examples as images in [0, 1] (optional)
     /folds/assignment [R, N], /folds/done [R, K], /folds/unit_seed [R, K]
@@ -52,6 +52,8 @@ def _write(f, result):
     data = f.create_group("data")
     data["index"] = result.index
     data["label"] = result.labels
+    if result.label_names is not None:
+        data["label"].attrs["names"] = json.dumps(list(result.label_names))
     for name in ("x", "images"):
         value = getattr(result, name)
         if value is not None:
@@ -162,6 +164,7 @@ def read_result(path):
                 meta=meta,
                 index=data["index"][()],
                 labels=data["label"][()],
+                label_names=json.loads(data["label"].attrs["names"]) if "names" in data["label"].attrs else None,
                 scores={name: ds[()] for name, ds in f["scores"].items()},
                 extras={name: ds[()] for name, ds in f["units"].items()},
                 x=data["x"][()] if "x" in data else None,

@@ -31,6 +31,8 @@ class KFoldResult:
     meta : dict
         Provenance: genmem and library versions, device, creation time, argv.
     index, labels : int ndarray [N]
+    label_names : list of str or None
+        The class of each label code, where the labels were names.
     x : ndarray [N, D] or None
         The exact array the density model saw.
     images : ndarray [N, ...] or None
@@ -53,6 +55,7 @@ class KFoldResult:
     x: np.ndarray = None
     images: np.ndarray = None
     views: dict = field(default_factory=dict)
+    label_names: list = None
 
     @property
     def complete(self):
