@@ -38,6 +38,7 @@ def main(verbose, threads):
         torch.set_num_threads(threads)
 
 
+from .export import export  # noqa: E402
 from .gan import gan  # noqa: E402
 from .influence import influence  # noqa: E402
 from .info import info  # noqa: E402
@@ -54,3 +55,4 @@ main.add_command(neighbours)
 main.add_command(ct)
 main.add_command(gan)
 main.add_command(report)
+main.add_command(export)

@@ -5,6 +5,7 @@ import click
 
 from ..errors import GenmemError
 from ..results import read_result
+from ..results.tables import top_rows
 
 
 @click.command()
@@ -42,16 +43,3 @@ def top(file, count, by, plot, as_json):
         titles = [f"#{row['index']} ({row['label']})\n{by[:3]}={row['score']:.2f}" for row in rows]
         plot_examples(result.images[order], titles, plot)
         click.echo(f"wrote {plot}", err=True)
-
-
-def top_rows(result, count, by):
-    """The ``count`` highest-scoring examples of ``result`` as dicts (rank, row, index, label, scores)."""
-    rows = []
-    for rank, i in enumerate(result.top(count, by=by), start=1):
-        row = {"rank": rank, "row": int(i), "index": int(result.index[i]), "label": int(result.labels[i]),
-               "score": float(result.values(by)[i]), "loglik_in": float(result.scores["loglik_in"][i]),
-               "loglik_out": float(result.scores["loglik_out"][i])}
-        if "stderr" in result.scores:
-            row["stderr"] = float(result.scores["stderr"][i])
-        rows.append(row)
-    return rows

@@ -18,6 +18,10 @@ Layout (version 1)::
     /<view>/<name> [N, ...]            later analyses of the same examples, added by
                                        :func:`add_views` (e.g. /influence/self,
                                        /neighbours/distance), with their own attributes
+    /repeat [R], /fold [K], /example [N]
+                           dimension scales (0 … size−1) attached to the axes of
+                           the datasets above, so that tools that read them
+                           (xarray with h5netcdf, netCDF) name the axes
 
 Per-example data is never stored in attributes. Files are written to a
 temporary name in the target folder and renamed into place, so a reader never
@@ -37,6 +41,8 @@ from .result import KFoldResult
 
 FORMAT = "genmem.kfold"
 _RUN_GROUPS = ("data", "folds", "scores", "units")
+#: Names of the axes, as dimension scales at the root.
+DIMENSIONS = ("repeat", "fold", "example")
 FORMAT_VERSION = 1
 _META_KEYS = ("genmem_version", "created", "argv", "versions", "device", "seeds")
 
@@ -74,6 +80,66 @@ def _write(f, result):
         units[name] = value
     for key, value in result.views.items():
         f[key] = value
+    _name_axes(f, result.loglik.shape)
+
+
+def _name_axes(f, shape):
+    """Create the dimension scales ``/repeat``, ``/fold``, ``/example`` and attach them to every dataset's axes."""
+    for name, size in zip(DIMENSIONS, shape):
+        _scale(f, name, size)
+    _attach(f["loglik"], "repeat", "fold", "example")
+    _attach(f["folds/assignment"], "repeat", "example")
+    for name in ("done", "unit_seed"):
+        _attach(f["folds"][name], "repeat", "fold")
+    for name in f["units"]:
+        _attach(f["units"][name], "repeat", "fold")
+    if "x" in f["data"]:
+        _scale(f, "feature", f["data/x"].shape[1])
+        _attach(f["data/x"], "example", "feature")
+    for group in f:
+        if group in ("data", "scores") or (group not in _RUN_GROUPS and isinstance(f[group], h5py.Group)):
+            for dset in f[group].values():
+                if isinstance(dset, h5py.Dataset) and not dset.dims[0]:
+                    _attach(dset, "example")
+
+
+def _scale(f, name, size):
+    """A dimension scale ``/name`` holding 0 … size−1."""
+    f[name] = np.arange(size, dtype=np.int64)
+    f[name].make_scale(name)
+
+
+def _extra_axes(dset, known):
+    """Root scale names of the axes of ``dset`` after the first ``known``: ``<group>_<name>_<axis>``."""
+    stem = dset.name.strip("/").replace("/", "_")
+    return [f"{stem}_{axis}" for axis in range(known, dset.ndim)]
+
+
+def _attach(dset, *names):
+    """Attach the root's dimension scales ``names`` to the first axes of ``dset`` and label those axes.
+
+    Further axes get scales of their own (:func:`_extra_axes`): tools such as
+    h5netcdf want every axis of a dataset named, or none.
+    """
+    extra = _extra_axes(dset, len(names))
+    for name, size in zip(extra, dset.shape[len(names):]):
+        _scale(dset.file, name, size)
+    for axis, name in enumerate(names + tuple(extra)):
+        dset.dims[axis].attach_scale(dset.file[name])
+        dset.dims[axis].label = name
+
+
+def _drop(f, key):
+    """Delete the dataset ``key`` and the scales of its own further axes."""
+    dset = f[key]
+    extra = _extra_axes(dset, 1)
+    for axis, dim in enumerate(dset.dims):
+        for scale in list(dim.values()):
+            dset.dims[axis].detach_scale(scale)
+    del f[key]
+    for name in extra:
+        if name in f:
+            del f[name]
 
 
 @contextlib.contextmanager
@@ -200,15 +266,18 @@ def add_views(path, views, attrs=None):
             raise GenmemError(f"{path} holds an unfinished run; finish it with the same 'genmem kfold' command first")
     for key, value in views.items():
         group = key.split("/", 1)[0]
-        if "/" not in key or group in _RUN_GROUPS:
-            raise GenmemError(f"view name {key!r} must be 'group/name' outside {', '.join(_RUN_GROUPS)}")
+        if "/" not in key or group in _RUN_GROUPS + DIMENSIONS:
+            raise GenmemError(f"view name {key!r} must be 'group/name' outside {', '.join(_RUN_GROUPS + DIMENSIONS)}")
         if len(value) != n:
             raise GenmemError(f"view {key!r} has {len(value)} rows but the run has {n} examples")
     with atomic_h5(path, start_from=path) as f:
+        named = "example" in f  # files written before dimension scales have none
         for key, value in views.items():
             if key in f:
-                del f[key]
+                _drop(f, key)
             f[key] = value
+            if named:
+                _attach(f[key], "example")
         for key, values in (attrs or {}).items():
             for name, value in values.items():
                 ok = isinstance(value, (str, int, float, bool, np.integer, np.floating))

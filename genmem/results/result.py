@@ -86,6 +86,17 @@ class KFoldResult:
         order = np.argsort(-values, kind="stable")
         return order[: min(n, len(order))]
 
+    def to_dataframe(self):
+        """Every per-example score and view as a ``pandas.DataFrame`` indexed by row (needs pandas).
+
+        Columns: ``index``, ``label`` (and ``label_name``), ``memorization``,
+        ``stderr`` (R > 1), ``loglik_in``, ``loglik_out``, both estimators
+        and every view; see :func:`genmem.results.columns`.
+        """
+        from .tables import to_dataframe
+
+        return to_dataframe(self)
+
     def save(self, path):
         """Write the result to ``path`` atomically (temp file + rename)."""
         from .hdf5 import write_result
