@@ -15,6 +15,7 @@ from ..gan.train import LOSSES, parse_tau_list
 from ..neighbours import NeighbourBank
 from ..neighbours.copying import DEFAULT_MIN_GENERATED
 from ..plots import plot_tau_sweep
+from .figures import save_figure, use_agg
 from ..results.provenance import jsonable, provenance
 
 
@@ -163,7 +164,8 @@ def _sweep(data, bank, spec, seeds, train_args, n_samples, n_cells, inception, d
     table["data"] = data.info
     table["meta"] = provenance(device)
     _write_json(out, table)
-    plot_tau_sweep(table, plot)
+    use_agg()
+    save_figure(plot_tau_sweep(table), plot)
     click.echo(f"wrote {out} and {plot}", err=True)
     if as_json:
         click.echo(json.dumps(table["summary"], indent=1))

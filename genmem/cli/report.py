@@ -40,9 +40,11 @@ def report(file, count, plot, as_json):
             click.echo(f"mean standard error of memorization over R={run['R']} repeats: {summary['mean_stderr']:.4g}")
     if plot:
         from ..plots import plot_report
+        from .figures import save_figure, use_agg
 
+        use_agg()
         views = {name: result.values(name) for name in summary["summaries"] if name != "memorization"}
-        plot_report(result.memorization, views, plot)
+        save_figure(plot_report(result.memorization, views), plot)
         click.echo(f"wrote {plot}", err=True)
 
 

@@ -14,7 +14,9 @@ from ..results.tables import top_rows
 @click.option("--by", default="memorization", show_default=True,
               help="Score to rank by: memorization, memorization_reference, memorization_balanced, "
                    "or a view such as influence/self or neighbours/distance.")
-@click.option("--plot", type=click.Path(dir_okay=False), help="Write a PNG grid of the examples with their scores.")
+@click.option("--plot", type=click.Path(dir_okay=False),
+              help="Write a PNG: the examples' images with their scores (rows of features: all rows in 2-D, "
+                   "the top ones ringed).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 def top(file, count, by, plot, as_json):
     """List the top-memorized examples of a results FILE (highest score first)."""
@@ -35,11 +37,9 @@ def top(file, count, by, plot, as_json):
                     f"{row['loglik_in']:>11.4f} {row['loglik_out']:>11.4f}")
             click.echo(line + (f" {row['stderr']:>8.4f}" if has_se else ""))
     if plot:
-        from ..plots import plot_examples
+        from ..plots import plot_top
+        from .figures import save_figure, use_agg
 
-        if result.images is None:
-            raise GenmemError(f"{file} stores no images (made with --no-store-data); re-run without it to plot")
-        order = [row["row"] for row in rows]
-        titles = [f"#{row['index']} ({row['label']})\n{by[:3]}={row['score']:.2f}" for row in rows]
-        plot_examples(result.images[order], titles, plot)
+        use_agg()
+        save_figure(plot_top(result, count, by), plot)
         click.echo(f"wrote {plot}", err=True)
