@@ -46,7 +46,7 @@ def test_embedding_is_the_data_in_2d_and_the_first_two_principal_components_abov
 def test_top_of_a_tabular_run_is_an_embedding_with_the_top_rows_ringed(rng, tmp_path):
     X = np.concatenate([rng.normal(size=(39, 3)), [[6.0, 6.0, 6.0]]])
     out = tmp_path / "run.h5"
-    genmem.kfold(KDE(0.5), X, folds=4, images=X, out=out)
+    genmem.kfold(KDE(1.0), X, folds=4, images=X, out=out)
     result = genmem.read_result(out)
     ax = plot_top(result, 3, axes=Figure().subplots())
     ringed = [c for c in ax.collections if isinstance(c, PathCollection)][1]

@@ -1,9 +1,11 @@
 """The ``genmem`` command line: a thin layer over the library.
 
 Results go to stdout; progress and logs go to stderr. Bad input ends with a
-one-line ``Error: …`` that names the problem and the fix, and a non-zero exit.
+one-line ``Error: …`` that names the problem and the fix, and a non-zero exit;
+the library's warnings appear once each, as one ``Warning: …`` line on stderr.
 """
 import logging
+import warnings
 
 import click
 
@@ -23,6 +25,11 @@ class _Group(click.Group):
             raise click.ClickException(f"{exc.strerror or exc}: {exc.filename or ''}".rstrip(": ")) from None
 
 
+def _show_warning(message, category, filename, lineno, file=None, line=None):
+    """Print a library warning as one line on stderr (Python's filters already show each one once)."""
+    click.echo(f"Warning: {message}", err=True)
+
+
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="genmem")
 @click.option("-v", "--verbose", count=True, help="More log output on stderr (-vv for debug).")
@@ -32,6 +39,7 @@ def main(verbose, threads):
     """Measure memorization in generative models."""
     logging.basicConfig(level=[logging.WARNING, logging.INFO, logging.DEBUG][min(verbose, 2)],
                         format="%(levelname)s %(name)s: %(message)s")
+    warnings.showwarning = _show_warning
     if threads is not None:
         import torch
 

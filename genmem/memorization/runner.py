@@ -24,6 +24,7 @@ from ..models.base import UnitError
 from ..results import KFoldResult, read_result, write_result
 from ..results.provenance import jsonable, now, provenance, qualified_name
 from ..validation import check_data
+from .checks import warn_implausible_scores
 from .estimators import DEFAULT_ESTIMATOR, ESTIMATORS, memorization_scores
 from .folds import check_fold_args, make_folds, unit_seed
 
@@ -209,6 +210,7 @@ def kfold(model, X, *, folds=10, repeats=1, seed=0, estimator=DEFAULT_ESTIMATOR,
 
     _run_units(model, X, result, units_per_batch, partial, artifact_dir, progress)
     result.scores = memorization_scores(result.loglik, assignment, estimator)
+    warn_implausible_scores(result.scores["memorization"], X, assignment)
     result.meta["created"] = now()
     if out is not None:
         write_result(out, result)
