@@ -14,7 +14,7 @@ def test_a_model_with_only_fit_and_log_prob_runs_and_is_named_after_its_class(rn
     X = rng.normal(size=(30, 3)) * [1.0, 2.0, 0.5]
     result = genmem.kfold(DiagonalGaussian(), X, folds=3, seed=1, out=tmp_path / "run.h5")
     assert result.config["model"]["name"] == "DiagonalGaussian"
-    assert result.config["model"]["class"] == "custom_models:DiagonalGaussian"
+    assert result.config["model"]["class"] == "own_density_model:DiagonalGaussian"
     r, k = 0, 2
     train = X[result.assignment[r] != k]
     oracle = norm.logpdf(X, train.mean(0), train.std(0)).sum(1)

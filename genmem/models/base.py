@@ -159,6 +159,21 @@ class DensityModel(sklearn.base.DensityMixin, sklearn.base.BaseEstimator, abc.AB
         """Alias of :meth:`log_prob` (scikit-learn's name)."""
         return self.log_prob(X)
 
+    def influence_estimator(self, X):
+        """Opt-in hook for influence (``genmem influence``, :func:`genmem.influence.influence_for`).
+
+        Override it to return an object with ``self_influence()`` (float
+        array [N]: the influence of each training row on its own loss) and
+        ``influence(Z, k=None)`` for this fitted model and its training data
+        ``X`` — e.g. a ``genmem.influence.TracIn(loss, checkpoints, train=X)``
+        over the model's per-example loss. The default says that there is none.
+        """
+        raise GenmemError(
+            f"{type(self).__name__} offers no influence estimate: define {type(self).__name__}.influence_estimator(X) "
+            "returning an object with self_influence() and influence(Z, k=None), e.g. a genmem.influence.TracIn "
+            "(README: 'Your own density model')"
+        )
+
     def score(self, X, y=None):
         """Mean log-density in nats of the rows of ``X`` (``y`` is ignored): what ``GridSearchCV`` maximises."""
         return float(np.mean(self.score_samples(X)))

@@ -6,6 +6,7 @@ points, in torch, on CPU or GPU); the leave-one-out memorization score has a
 closed form, so no model is ever refitted.
 """
 import math
+import warnings
 
 import numpy as np
 import torch
@@ -44,7 +45,9 @@ class SquaredDistances:
     """Exact squared Euclidean distances from chunks of query rows to a fixed set of points, on one device."""
 
     def __init__(self, X, device, dtype, chunk_size):
-        self.X = torch.as_tensor(X, dtype=dtype, device=device)
+        with warnings.catch_warnings():  # a read-only array (e.g. a memmap) is only ever read
+            warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+            self.X = torch.as_tensor(X, dtype=dtype, device=device)
         self.sq = (self.X * self.X).sum(1)
         self.chunk_size = int(chunk_size)
 
@@ -174,8 +177,6 @@ class KDE(DensityModel):
         scores = (total / n + norms - math.log(n - 1)).cpu().numpy()
         best = int(np.argmax(scores))
         if best in (0, len(grid) - 1):
-            import warnings
-
             warnings.warn(
                 f"KDE cross-validated bandwidth {grid[best]:.4g} lies at the edge of the grid "
                 f"[{grid[0]:.4g}, {grid[-1]:.4g}]; pass a wider grid or a float bandwidth",

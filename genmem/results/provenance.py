@@ -50,6 +50,55 @@ def qualified_name(obj):
     return f"{obj.__module__}:{obj.__qualname__}"
 
 
+def import_qualified(name, what="the class"):
+    """The object called ``module:QualName`` (see :func:`qualified_name`), imported.
+
+    Raises
+    ------
+    GenmemError
+        When it was defined in a script (``__main__``) or a function body, or
+        its module cannot be imported.
+    """
+    import importlib
+
+    module, _, qualname = str(name).partition(":")
+    if module == "__main__" or "<locals>" in qualname:
+        raise GenmemError(
+            f"{what} {qualname} was defined in {'a script (__main__)' if module == '__main__' else 'a function'}, "
+            "which cannot be imported again; move it into a module on PYTHONPATH"
+        )
+    try:
+        obj = importlib.import_module(module)
+        for part in qualname.split("."):
+            obj = getattr(obj, part)
+    except (ImportError, AttributeError) as exc:
+        raise GenmemError(f"cannot import {what} {name} ({exc}); put its module on PYTHONPATH") from None
+    return obj
+
+
+def rebuild(value, what="value"):
+    """Undo :func:`jsonable` where it can: classes and estimators from their descriptions, functions by name.
+
+    Raises
+    ------
+    GenmemError
+        For an array (recorded by its hash, not its values) or an object
+        whose class cannot be imported.
+    """
+    if isinstance(value, list):
+        return [rebuild(v, f"{what}[{i}]") for i, v in enumerate(value)]
+    if not isinstance(value, dict):
+        return value
+    if "array" in value and len(value) == 1:
+        raise GenmemError(f"{what} was recorded by its SHA-256, not its values, so it cannot be rebuilt")
+    if "callable" in value and len(value) == 1:
+        return import_qualified(value["callable"], f"the function of {what}")
+    if "class" in value and set(value) <= {"class", "params"}:
+        cls = import_qualified(value["class"], f"the class of {what}")
+        return cls if "params" not in value else cls(**rebuild(value["params"], f"{what}.params"))
+    return {k: rebuild(v, f"{what}[{k!r}]") for k, v in value.items()}
+
+
 def _array_description(value):
     array = value.detach().cpu().numpy() if isinstance(value, torch.Tensor) else value
     array = np.ascontiguousarray(array)
