@@ -71,3 +71,12 @@ def test_changed_labels_on_a_rerun_are_written_and_no_labels_keep_them(rng, tmp_
     assert named.label_names == ["x"] and genmem.read_result(out).label_names == ["x"]
     kept = genmem.kfold(KDE(0.5), X, folds=4, out=out)
     assert kept.label_names == ["x"] and (kept.labels == 0).all()
+
+
+def test_top_lists_label_names(rng, tmp_path):
+    from cli_helpers import run
+
+    X = np.concatenate([rng.normal(size=(19, 2)), [[5.0, 5.0]]])
+    genmem.kfold(KDE(0.8), X, folds=4, labels=["ant"] * 19 + ["wasp"], out=tmp_path / "run.h5")
+    result = run(["top", tmp_path / "run.h5", "-n", 1])
+    assert result.exit_code == 0 and result.output.splitlines()[1].split()[3] == "wasp"

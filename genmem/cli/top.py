@@ -33,7 +33,8 @@ def top(file, count, by, plot, as_json):
         click.echo(f"{'rank':>4} {'row':>6} {'index':>6} {'label':>5} {by[:12]:>12} {'logp_in':>11} {'logp_out':>11}"
                    + (f" {'stderr':>8}" if has_se else ""))
         for row in rows:
-            line = (f"{row['rank']:>4} {row['row']:>6} {row['index']:>6} {row['label']:>5} {row['score']:>12.4f} "
+            label = row.get("label_name", row["label"])
+            line = (f"{row['rank']:>4} {row['row']:>6} {row['index']:>6} {label!s:>5} {row['score']:>12.4f} "
                     f"{row['loglik_in']:>11.4f} {row['loglik_out']:>11.4f}")
             click.echo(line + (f" {row['stderr']:>8.4f}" if has_se else ""))
     if plot:
