@@ -130,3 +130,12 @@ def test_cli_kfold_with_the_flow_dequantizes_digits(tmp_path):
     assert saved.config["data"]["dequantize"] is True
     assert saved.config["model"]["params"]["layers"] == 2 and saved.config["model"]["params"]["hidden"] == [16]
     assert "model flow" in result.output
+
+
+@pytest.mark.gpu
+def test_cuda_matches_cpu(rng):
+    X = rng.uniform(0.05, 0.95, size=(90, 3))
+    masks = np.vstack([np.arange(90) % 3 != k for k in range(3)])
+    runs = {device: Flow(epochs=5, device=device, **SMALL).fit_units(X, masks, [1, 2, 3])["loglik"]
+            for device in ("cpu", "cuda")}
+    np.testing.assert_allclose(runs["cuda"], runs["cpu"], rtol=1e-8)

@@ -29,7 +29,8 @@ memorization score M.
 Batching: :meth:`Flow.fit_units` trains U units at once; every weight has a
 leading unit dimension and the layers run as batched matrix products. Each
 unit draws its initial weights and its minibatch order from its own seed
-(:mod:`genmem.seeds` streams), takes ``ceil(n_u / batch_size)`` Adam steps
+(:mod:`genmem.seeds` streams, drawn on the CPU, so a GPU run draws the same
+numbers), takes ``ceil(n_u / batch_size)`` Adam steps
 per epoch on its own rows (a unit with fewer steps sits out the extra ones:
 no update, its Adam moments and step count untouched), so a unit gets the
 same numbers alone or beside others, up to float rounding.
@@ -307,7 +308,7 @@ class Flow(DensityModel):
         for p in params:
             p.requires_grad_(True)
         adam = _StackedAdam(params, float(self.lr))
-        gens = [torch_generator(stream_seed(s, ORDER_STREAM), device) for s in seeds]
+        gens = [torch_generator(stream_seed(s, ORDER_STREAM)) for s in seeds]  # on the CPU: any device, same order
         size = int(self.batch_size)
         n_steps = -(-n // size)
         steps = int(n_steps.max())
@@ -316,7 +317,7 @@ class Flow(DensityModel):
         for epoch in range(int(self.epochs)):
             order = torch.empty((n_units, steps * size), dtype=torch.int64, device=device)
             for u in range(n_units):
-                perm = rows[u][torch.randperm(int(n[u]), generator=gens[u], device=device)]
+                perm = rows[u][torch.randperm(int(n[u]), generator=gens[u]).to(device)]
                 order[u, :n[u]] = perm
                 order[u, n[u]:] = perm[0]  # padding: a real row of the unit, weight 0
             position = torch.arange(steps * size, device=device)
