@@ -139,3 +139,11 @@ def test_cuda_matches_cpu(rng):
     runs = {device: Flow(epochs=5, device=device, **SMALL).fit_units(X, masks, [1, 2, 3])["loglik"]
             for device in ("cpu", "cuda")}
     np.testing.assert_allclose(runs["cuda"], runs["cpu"], rtol=1e-8)
+
+
+def test_a_diverging_unit_is_named():
+    from genmem.models.base import check_finite_loss
+
+    check_finite_loss(np.array([1.0, -2.0]), ["unit a", "unit b"], 3, 0.1)
+    with pytest.raises(GenmemError, match=r"non-finite log-likelihood for unit b at epoch 3 \(1 of 2 units.*lr \(now 0.1\)"):
+        check_finite_loss(np.array([1.0, np.nan]), ["unit a", "unit b"], 3, 0.1, "log-likelihood")

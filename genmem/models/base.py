@@ -80,6 +80,22 @@ def unit_label(unit_keys, u):
     return f"unit (repeat {int(r)}, fold {int(k)})"
 
 
+def check_finite_loss(loss, labels, epoch, lr, what="loss"):
+    """Raise :class:`GenmemError` naming the first unit whose epoch loss (float array [U]) is not finite.
+
+    For trainers of many units at once: ``labels`` names the units, ``epoch``
+    and ``lr`` go into the message, ``what`` names the loss.
+    """
+    bad = ~np.isfinite(loss)
+    if bad.any():
+        u = int(np.flatnonzero(bad)[0])
+        raise GenmemError(
+            f"training diverged: non-finite {what} for {labels[u]} at epoch {epoch} ({int(bad.sum())} of "
+            f"{len(loss)} units in this batch); lower lr (now {lr}), use dtype='float64' or check the data for "
+            "constant or extreme features; units finished before this batch are kept"
+        )
+
+
 def accepts_rng(fit):
     """True when the bound method ``fit`` takes an ``rng`` keyword (or ``**kwargs``)."""
     try:
@@ -122,6 +138,11 @@ class DensityModel(sklearn.base.DensityMixin, sklearn.base.BaseEstimator, abc.AB
                     f"{type(self).__name__} has no parameter {key!r}; valid parameters: {', '.join(valid)}"
                 )
         return super().set_params(**params)
+
+    def parameter_error(self, name, allowed):
+        """The error for a bad constructor argument: names the parameter, the class, what is allowed and what was given."""
+        return GenmemError(f"The {name!r} parameter of {type(self).__name__} must be {allowed}; "
+                           f"got {getattr(self, name)!r}")
 
     def clone(self, **overrides):
         """A new, unfitted model with the same parameters (``sklearn.base.clone``) and ``overrides``."""

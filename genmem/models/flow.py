@@ -45,7 +45,7 @@ from ..device import DTYPES, resolve_device
 from ..errors import GenmemError
 from ..seeds import stream_seed
 from ..validation import check_data, is_int, is_real
-from .base import DensityModel, as_seed, torch_generator
+from .base import DensityModel, as_seed, check_finite_loss, torch_generator
 
 log = logging.getLogger(__name__)
 
@@ -206,27 +206,24 @@ class Flow(DensityModel):
         self.dtype = dtype
 
     # -- parameters -------------------------------------------------------
-    def _bad(self, name, allowed):
-        return GenmemError(f"The {name!r} parameter of Flow must be {allowed}; got {getattr(self, name)!r}")
-
     def _validate(self):
         for name in ("layers", "batch_size", "chunk_size"):
             if not is_int(getattr(self, name)) or getattr(self, name) < 1:
-                raise self._bad(name, "a positive int")
+                raise self.parameter_error(name, "a positive int")
         if not is_int(self.epochs) or self.epochs < 0:
-            raise self._bad("epochs", "a non-negative int")
+            raise self.parameter_error("epochs", "a non-negative int")
         if not isinstance(self.hidden, (tuple, list)) or not all(is_int(h) and h > 0 for h in self.hidden):
-            raise self._bad("hidden", "a tuple of positive ints, e.g. (64, 64)")
+            raise self.parameter_error("hidden", "a tuple of positive ints, e.g. (64, 64)")
         if self.input_map not in INPUT_MAPS:
-            raise self._bad("input_map", f"one of {', '.join(INPUT_MAPS)}")
+            raise self.parameter_error("input_map", f"one of {', '.join(INPUT_MAPS)}")
         if not (is_real(self.logit_lambda) and 0 < self.logit_lambda < 0.5):
-            raise self._bad("logit_lambda", "a float in (0, 0.5)")
+            raise self.parameter_error("logit_lambda", "a float in (0, 0.5)")
         if not isinstance(self.standardize, (bool, np.bool_)):
-            raise self._bad("standardize", "True or False")
+            raise self.parameter_error("standardize", "True or False")
         if not (is_real(self.lr) and self.lr > 0):
-            raise self._bad("lr", "a positive float")
+            raise self.parameter_error("lr", "a positive float")
         if self.dtype not in DTYPES:
-            raise self._bad("dtype", "'float32' or 'float64'")
+            raise self.parameter_error("dtype", "'float32' or 'float64'")
         return resolve_device(self.device), DTYPES[self.dtype]
 
     def _resolved_input_map(self, X):
@@ -333,14 +330,7 @@ class Flow(DensityModel):
                 adam.step(grads, count > 0)
                 epoch_loss += nll.detach().double()
             train_loss[:, epoch] = (epoch_loss / n_t).cpu().numpy()
-            bad = ~np.isfinite(train_loss[:, epoch])
-            if bad.any():
-                u = int(np.flatnonzero(bad)[0])
-                raise GenmemError(
-                    f"training diverged: non-finite log-likelihood for {labels[u]} at epoch {epoch + 1} "
-                    f"({int(bad.sum())} of {n_units} units in this batch); lower lr (now {self.lr}), use "
-                    "dtype='float64' or check the data for constant or extreme features"
-                )
+            check_finite_loss(train_loss[:, epoch], labels, epoch + 1, self.lr, "log-likelihood")
             log.debug("epoch %d: mean NLL per example %s", epoch + 1, np.round(train_loss[:, epoch], 3))
         for p in params:
             p.requires_grad_(False)
