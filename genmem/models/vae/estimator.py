@@ -84,7 +84,7 @@ class VAE(DensityModel):
         ``p(x | z)``. ``"bernoulli"`` for binary pixels; ``"logit-normal"`` for
         values in [0, 1] (e.g. dequantized grey levels): the reference's
         Gaussian in logit space with its Jacobian, a proper density (see
-        :class:`~genmem.models.vae_nets.Likelihood`); ``"gaussian"`` for real
+        :class:`~genmem.models.vae.nets.Likelihood`); ``"gaussian"`` for real
         values. ``"auto"`` picks ``"bernoulli"`` for binary X or
         ``binarize="dynamic"``, ``"logit-normal"`` for X in [0, 1] and
         ``"gaussian"`` otherwise (resolved by :meth:`resolve`/:meth:`fit`).
@@ -125,8 +125,9 @@ class VAE(DensityModel):
         On CUDA, capture a block of training steps once as a CUDA graph and
         replay it (same numbers, far fewer kernel launches).
     compile : bool, default=False
-        ``torch.compile`` the stacked Adam update and the random draws into
-        fused kernels (worth it on CUDA, where they are memory-bound).
+        ``torch.compile`` each block's random draws (Philox in integer
+        operations) into fused kernels; worth it on CUDA, where the unfused
+        draws are bound by memory traffic.
 
     Attributes
     ----------
