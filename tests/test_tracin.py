@@ -17,7 +17,7 @@ from genmem.influence import (KFoldTracIn, TopInfluence, TracIn, load_vae_checkp
                               vae_tracin)
 from genmem.influence.tracin import TEST_STREAM, TRAIN_STREAM
 from genmem.models.vae import VAE
-from genmem.models.vae_nets import VAENet, init_parameters
+from genmem.models.vae.nets import VAENet, init_parameters
 
 
 def make_mlp(seed):

@@ -33,9 +33,21 @@ def _widths(ctx, param, value):
 
 #: VAE options passed to the model only when given (the model's defaults live in the VAE class).
 VAE_OPTIONS = ("latent_dim", "hidden", "arch", "likelihood", "epochs", "batch_size", "lr", "num_samples",
-               "checkpoints", "eval_every")
+               "checkpoints", "eval_every", "tf32", "cuda_graph", "compile")
 #: Flow options passed to the model only when given.
 FLOW_OPTIONS = ("layers", "hidden", "epochs", "batch_size", "lr")
+
+
+def _units_per_batch(ctx, param, value):
+    if value in (None, "auto"):
+        return value
+    try:
+        units = int(value)
+    except ValueError:
+        units = 0
+    if units < 1:
+        raise click.BadParameter(f"expected a positive number of units or 'auto'; got {value!r}")
+    return units
 
 
 def model_params(name, options, prepared):
@@ -104,9 +116,16 @@ def _apply_preset(ctx, args):
 @click.option("--num-samples", type=int, help="VAE: importance samples per example for log p.")
 @click.option("--checkpoints", type=int, help="VAE: checkpoints saved per unit (for influence).")
 @click.option("--eval-every", type=int, help="VAE: also evaluate log p every E epochs (/units/loglik_epochs).")
+@click.option("--tf32/--no-tf32", default=None, help="VAE on CUDA: TF32 float32 matrix products [default: on].")
+@click.option("--cuda-graph/--no-cuda-graph", default=None,
+              help="VAE on CUDA: replay training steps from one captured CUDA graph [default: on].")
+@click.option("--compile/--no-compile", default=None,
+              help="VAE: torch.compile the Adam update and random draws into fused kernels [default: off].")
 @click.option("--estimator", type=click.Choice(ESTIMATORS), default=ESTIMATORS[0], show_default=True,
               help="Estimator stored as /scores/memorization (both are stored).")
-@click.option("--units-per-batch", type=int, help="Units fitted together (default: K).")
+@click.option("--units-per-batch", callback=_units_per_batch,
+              help="Units fitted together: a number or auto [default: auto: as many as fit in GPU memory "
+                   "for the VAE on CUDA, else K].")
 @click.option("--seed", default=0, show_default=True, type=click.IntRange(min=0),
               help="Root seed of folds, models and dequantization.")
 @click.option("--device", type=click.Choice(DEVICES), default="auto", show_default=True)

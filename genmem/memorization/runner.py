@@ -32,7 +32,8 @@ log = logging.getLogger(__name__)
 
 #: Model parameters that change how, not what, is computed; a run that differs
 #: only in these resumes the same file.
-RUNTIME_PARAMS = ("device", "chunk_size", "eval_chunk", "units_per_batch", "batch_units")
+RUNTIME_PARAMS = ("device", "chunk_size", "eval_chunk", "units_per_batch", "batch_units", "tf32", "cuda_graph",
+                  "compile")
 
 
 def _fingerprint(config):
@@ -42,9 +43,7 @@ def _fingerprint(config):
     identity.pop("artifact_dir", None)
     identity["model"].pop("class", None)
     params = identity["model"]["params"]
-    if "device" in params:  # CPU and CUDA generators draw different random numbers
-        identity["device_type"] = str(params["device"]).split(":")[0]
-    for key in RUNTIME_PARAMS:
+    for key in RUNTIME_PARAMS:  # the device too: models draw the same random numbers on every device
         params.pop(key, None)
     return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
 
@@ -104,9 +103,11 @@ def kfold(model, X, *, folds=10, repeats=1, seed=0, estimator=DEFAULT_ESTIMATOR,
         The estimator stored as ``scores["memorization"]``; both are always computed.
     device : str, optional
         Overrides the model's ``device`` parameter (``"auto"``, ``"cpu"``, ``"cuda"``).
-    units_per_batch : int, optional
-        Units handed to the model at once (default: K, one repeat). Progress
-        is saved after every batch.
+    units_per_batch : int or "auto", optional
+        Units handed to the model at once. Progress is saved after every
+        batch. ``"auto"`` (the default): as many as the model says fit in
+        memory (:meth:`DensityModel.max_units_per_batch`; the VAE on CUDA),
+        else K (one repeat).
     labels : sequence [N], optional
         Each example's class, stored with the result (default −1,
         unlabelled): integer codes, or values of any hashable type (e.g.
@@ -146,9 +147,9 @@ def kfold(model, X, *, folds=10, repeats=1, seed=0, estimator=DEFAULT_ESTIMATOR,
     check_fold_args(n, folds, repeats, seed)
     if estimator not in ESTIMATORS:
         raise GenmemError(f"unknown estimator {estimator!r}; use one of {', '.join(ESTIMATORS)}")
-    units_per_batch = folds if units_per_batch is None else int(units_per_batch)
-    if units_per_batch < 1:
-        raise GenmemError(f"units_per_batch must be at least 1; got {units_per_batch}")
+    if units_per_batch not in (None, "auto") and (not isinstance(units_per_batch, (int, np.integer))
+                                                  or isinstance(units_per_batch, bool) or units_per_batch < 1):
+        raise GenmemError(f"units_per_batch must be a positive int or 'auto'; got {units_per_batch!r}")
     given_labels = labels is not None
     labels, names = encode_labels(labels, n)
     if label_names is not None:
@@ -162,6 +163,10 @@ def kfold(model, X, *, folds=10, repeats=1, seed=0, estimator=DEFAULT_ESTIMATOR,
         raise GenmemError(f"index must have one entry per example ({n}); got shape {index.shape}")
 
     model = _make_model(model, device).resolve(X)
+    if units_per_batch in (None, "auto"):
+        units_per_batch = model.max_units_per_batch(X) or folds
+        log.info("units per batch: %d", units_per_batch)
+    units_per_batch = int(units_per_batch)
     config = {
         "model": {"name": model.name, "class": qualified_name(type(model)),
                   "params": {key: jsonable(value, f"parameter {key!r} of {type(model).__name__}")

@@ -200,6 +200,14 @@ class DensityModel(sklearn.base.DensityMixin, sklearn.base.BaseEstimator, abc.AB
         return float(np.mean(self.score_samples(X)))
 
     # -- the K-fold hook --------------------------------------------------
+    def max_units_per_batch(self, X):
+        """How many units :meth:`fit_units` should get at once for data ``X`` [N, D], or None for no preference.
+
+        The K-fold runner asks this when ``units_per_batch="auto"``; models
+        that train units together on a GPU answer from the free memory.
+        """
+        return None
+
     def fit_units(self, X, train_masks, seeds, *, unit_keys=None, artifact_dir=None, progress=None):
         """Fit one fresh model per unit and score every example under each.
 
