@@ -16,6 +16,7 @@ from scipy import integrate, stats
 from sklearn.datasets import load_digits
 
 import genmem
+from genmem.influence import influence_for, vae_tracin
 from genmem.errors import GenmemError
 from genmem.models.vae import PRESETS, VAE
 from genmem.models.vae.nets import Likelihood, VAENet
@@ -236,7 +237,6 @@ def test_vectorized_loss_equals_pyro_trace_elbo(digits, likelihood, data):
     X = digits[:40] if data == "grey" else (digits[:40] > 0.5).astype(float)
     model = VAE(**SMALL, likelihood=likelihood, dtype="float64").fit(X, rng=0)
     pyro_model, pyro_guide = model.pyro_model_guide()
-    model.net_.requires_grad_(True)
     x = torch.as_tensor(X)
     guide_trace = poutine.trace(pyro_guide).get_trace(x)
     replayed = poutine.replay(pyro_guide, trace=guide_trace)
@@ -261,6 +261,56 @@ def test_vectorized_loss_equals_pyro_trace_elbo(digits, likelihood, data):
     # the Pyro pair is an nn.Module loss whose parameters are exactly this unit's
     loss_module = pyro.infer.Trace_ELBO()(pyro_model, pyro_guide)
     assert {id(p) for p in loss_module.parameters()} == {id(p) for p in model.net_.parameters()}
+
+
+def test_pyro_svi_trains_the_vae_as_genmems_own_loop_does_on_the_same_eps(digits):
+    X = torch.as_tensor(digits[:48])
+    model = VAE(**SMALL, dtype="float64").fit(X.numpy(), rng=0)
+    template = model._new_net(X.shape[1], model.likelihood_)
+    ours = Units.from_states(template, [model.net_.state_dict()], model._likelihood(model.likelihood_),
+                             torch.float64, "cpu").requires_grad_(True)
+    pyro_model, pyro_guide = model.pyro_model_guide(param_store=True)
+    drawn = []
+
+    def recording_guide(x):
+        with poutine.trace() as tr:
+            pyro_guide(x)
+        drawn.append(tr.trace.nodes["z"]["value"].detach())
+
+    svi = pyro.infer.SVI(pyro_model, recording_guide, pyro.optim.Adam({"lr": 0.01}), pyro.infer.Trace_ELBO())
+    torch.manual_seed(0)
+    losses = [svi.step(X) for _ in range(15)]
+    assert np.mean(losses[-3:]) < np.mean(losses[:3])
+    assert len(pyro.get_param_store()) == len(model.net_.state_dict())
+
+    opt = torch.optim.Adam(ours.leaves, lr=0.01)
+    for z in drawn:  # genmem's loss, the ε that Pyro drew, torch's Adam
+        loc, log_sigma = ours.encode(X.unsqueeze(0))
+        eps = ((z - loc[0].detach()) / log_sigma[0].detach().exp())[None, :, None, :]
+        loss = -ours.log_weights(ours.likelihood.data_terms(X.unsqueeze(0)), loc, log_sigma, eps).sum()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    trained = ours.unit_states()[0]
+    for name, value in model.net_.state_dict().items():  # SVI trained the model's own modules
+        torch.testing.assert_close(value, trained[name], rtol=1e-7, atol=1e-9, msg=name)
+
+
+def test_fit_keeps_checkpoints_for_tracin_like_the_kfold_units(digits, tmp_path):
+    X = digits[:120]
+    params = dict(SMALL, epochs=4, dtype="float64")
+    model = VAE(**params).fit(X, rng=5, checkpoints=2)
+    assert [label for _, _, label in model.checkpoints_] == ["epoch 2", "epoch 4"]
+    VAE(**params, checkpoints=2).fit_units(X, np.ones((1, len(X)), dtype=bool), [5], artifact_dir=tmp_path)
+    saved = torch.load(tmp_path / "unit_r0_k0.pt", weights_only=True)
+    for (state, lr, _), on_disk in zip(model.checkpoints_, saved["states"]):
+        assert lr == model.lr
+        for name, value in state.items():
+            torch.testing.assert_close(value, on_disk[name], rtol=0, atol=0)
+    own = influence_for(model, X, rng=0).self_influence()
+    np.testing.assert_allclose(own, vae_tracin(tmp_path / "unit_r0_k0.pt", seed=0).self_influence(X), rtol=1e-10)
+    with pytest.raises(GenmemError, match="checkpoints=C"):
+        influence_for(VAE(**params).fit(X, rng=5), X)
 
 
 @pytest.mark.parametrize("name", ["bernoulli", "logit-normal", "gaussian"])

@@ -2,9 +2,10 @@
 from sklearn.mixture import GaussianMixture
 
 from ..errors import GenmemError
-from ..models import GMM, KDE, DensityModel, SklearnDensity
+from ..models import GMM, KDE, VAE, DensityModel, SklearnDensity
 from ..models.base import accepts_rng
 from .closed_form import GMMInfluence, KDEInfluence
+from .tracin import TracIn, vae_negative_elbo
 
 
 def influence_for(model, X, *, rng=0, device=None):
@@ -17,7 +18,10 @@ def influence_for(model, X, *, rng=0, device=None):
         (:class:`KDEInfluence`). :class:`~genmem.models.GMM` or a
         :class:`~genmem.models.SklearnDensity` of a ``GaussianMixture``: the
         one-step approximation (:class:`GMMInfluence`), after fitting the
-        model on ``X`` when it is not fitted. Any other model: its opt-in hook
+        model on ``X`` when it is not fitted. :class:`~genmem.models.VAE`:
+        :class:`TracIn` (ℓ = −ELBO, one ε draw per row) over the checkpoints
+        its :meth:`~genmem.models.VAE.fit` kept (``fit(X, checkpoints=C)``).
+        Any other model: its opt-in hook
         :meth:`~genmem.models.DensityModel.influence_estimator` ``(X)``, after
         fitting it on ``X`` when it is not fitted.
     X : array [N, D]
@@ -40,6 +44,12 @@ def influence_for(model, X, *, rng=0, device=None):
         model = model.fit(X, rng=rng) if accepts_rng(model.fit) else model.fit(X)
     if isinstance(model, GMM):
         return GMMInfluence(model, X, device=device or model.device)
+    if isinstance(model, VAE):
+        if not model.checkpoints_:
+            raise GenmemError("the VAE kept no checkpoints, which TracIn needs; fit it with "
+                              "vae.fit(X, checkpoints=C) (or VAE(checkpoints=C))")
+        return TracIn(vae_negative_elbo(model), model.checkpoints_, X, noise_shape=(1, int(model.latent_dim)),
+                      seed=rng, device=device or model.device)
     if isinstance(model, SklearnDensity) and type(model.estimator_) is GaussianMixture:
         return GMMInfluence(model.estimator_, X, device=device or "cpu")
     return model.influence_estimator(X)

@@ -135,11 +135,14 @@ class VAE(DensityModel):
         The trained encoder/decoder (after :meth:`fit` or :meth:`from_checkpoint`).
     seed_ : int
         The seed the model was trained with; it also fixes the importance samples.
-    n_features_ : int
+    n_features_in_ : int
     likelihood_ : str
         The resolved likelihood.
     train_loss_ : ndarray [epochs]
         Mean negative ELBO per training example in each epoch (after :meth:`fit`).
+    checkpoints_ : list of (state_dict, lr, label)
+        The checkpoints :meth:`fit` kept (its ``checkpoints`` argument or
+        parameter), for TracIn; empty when none were asked for.
 
     Notes
     -----
@@ -322,15 +325,16 @@ class VAE(DensityModel):
             )
         return units
 
-    def checkpoint_epochs(self):
-        """Epochs after which :meth:`fit_units` saves checkpoints.
+    def checkpoint_epochs(self, checkpoints=None):
+        """Epochs after which :meth:`fit_units` (and :meth:`fit`) save checkpoints.
 
-        ``round(epochs · i / checkpoints)`` for ``i = 1 … checkpoints``: evenly
-        spaced, the last at ``epochs``.
+        ``round(epochs · i / C)`` for ``i = 1 … C`` with C the ``checkpoints``
+        parameter (or the argument): evenly spaced, the last at ``epochs``.
         """
-        if not self.checkpoints:
+        count = self.checkpoints if checkpoints is None else checkpoints
+        if not count:
             return []
-        return sorted({int(round(self.epochs * (i + 1) / self.checkpoints)) for i in range(self.checkpoints)})
+        return sorted({int(round(self.epochs * (i + 1) / count)) for i in range(count)})
 
     def eval_epochs(self):
         """Epochs after which ``loglik_epochs`` is evaluated: ``eval_every, 2·eval_every, … ≤ epochs``."""
@@ -464,17 +468,39 @@ class VAE(DensityModel):
         return out
 
     # -- one model -------------------------------------------------------------
-    def fit(self, X, *, rng=None):
-        """Train one VAE on all rows of ``X`` [N, D] (the batched trainer with U = 1); returns ``self``."""
+    def fit(self, X, y=None, *, rng=None, checkpoints=None):
+        """Train one VAE on all rows of ``X`` [N, D] (the batched trainer with U = 1); returns ``self``.
+
+        Parameters
+        ----------
+        X : array [N, D]
+        y : ignored
+        rng : int, SeedSequence or numpy Generator, optional
+            The model's seed (weights, minibatches, ε, importance samples).
+        checkpoints : int, optional
+            Keep this many checkpoints of the training in :attr:`checkpoints_`
+            (default: the ``checkpoints`` parameter), so that TracIn
+            (:func:`genmem.influence.influence_for`) works on the model.
+        """
         X, likelihood, device, dtype = self._setup(X)
+        count = self.checkpoints if checkpoints is None else checkpoints
+        if not is_int(count) or not 0 <= count <= self.epochs:
+            raise GenmemError(f"checkpoints must be an int in [0, epochs={self.epochs}]; got {count!r}")
         seed = as_seed(rng)
         if seed is None:
             seed = as_seed(np.random.default_rng())
+        keep, kept = set(self.checkpoint_epochs(count)), []
+
+        def on_epoch(epoch, units, trainer):
+            if epoch in keep:
+                kept.append((units.unit_states()[0], float(self.lr), f"epoch {epoch}"))
+
         with _oom_guard(device, 1, self.eval_chunk), matmul_precision(device, self.tf32):
             units, train_loss = self._train(X, np.ones((1, X.shape[0]), dtype=bool), [seed], ["the model"],
-                                            likelihood, device, dtype)
+                                            likelihood, device, dtype, on_epoch)
         self._set_fitted(units.unit_states()[0], X.shape[1], likelihood, seed)
         self.train_loss_ = train_loss[0]
+        self.checkpoints_ = kept
         return self
 
     def _set_fitted(self, state, n_features, likelihood, seed):
@@ -482,17 +508,16 @@ class VAE(DensityModel):
         net = self._new_net(n_features, likelihood).to_empty(device=device).to(dtype)
         net.load_state_dict(state)
         self.net_ = net.requires_grad_(False)
-        self.n_features_, self.likelihood_, self.seed_ = int(n_features), likelihood, int(seed)
-        self._fitted = True
+        self.n_features_in_, self.likelihood_, self.seed_ = int(n_features), likelihood, int(seed)
 
     def _score(self, X, num_samples):
         self._check_fitted()
-        X = check_data(X, n_features=self.n_features_)
+        X = check_data(X, n_features=self.n_features_in_, model=type(self).__name__)
         device, dtype = resolve_device(self.device), DTYPES[self.dtype]
         n_samples = int(self.num_samples if num_samples is None else num_samples)
         if n_samples < 1:
             raise GenmemError(f"num_samples must be a positive int; got {num_samples!r}")
-        units = Units.from_states(self._new_net(self.n_features_, self.likelihood_), [self.net_.state_dict()],
+        units = Units.from_states(self._new_net(self.n_features_in_, self.likelihood_), [self.net_.state_dict()],
                                   self._likelihood(self.likelihood_), dtype, device)
         with _oom_guard(device, 1, self.eval_chunk), matmul_precision(device, self.tf32):
             eps = importance_eps(key_words([self.seed_], device), n_samples, int(self.latent_dim), dtype)
@@ -525,7 +550,7 @@ class VAE(DensityModel):
     def embed(self, X):
         """The encoder mean E[z | x] of each row of ``X`` [N, D], float64 [N, latent_dim] (a feature map)."""
         self._check_fitted()
-        X = check_data(X, n_features=self.n_features_)
+        X = check_data(X, n_features=self.n_features_in_, model=type(self).__name__)
         device, dtype = resolve_device(self.device), DTYPES[self.dtype]
         X_eval = self._eval_data(X, device, dtype)
         step = max(1, int(self.eval_chunk))
@@ -545,17 +570,29 @@ class VAE(DensityModel):
         x = self._likelihood(self.likelihood_).sample(out, self.net_.decoder.log_scale, gen)
         return x.cpu().numpy().astype(np.float64)
 
-    def pyro_model_guide(self):
+    def pyro_model_guide(self, *, param_store=False):
         """The fitted unit as a Pyro ``(model, guide)`` pair (:class:`VAEModel`, :class:`VAEGuide`).
 
-        They share this model's modules. ``pyro.infer.Trace_ELBO()(model,
-        guide)`` is an ``nn.Module`` whose loss is the negative ELBO that
-        :meth:`fit` minimises; its parameters live in the modules, not in
-        Pyro's global parameter store.
+        They share this model's modules, whose parameters they make trainable
+        (``requires_grad``); training them trains this model.
+
+        Parameters
+        ----------
+        param_store : bool, default=False
+            False: the parameters stay in the modules, out of Pyro's global
+            parameter store; ``loss = pyro.infer.Trace_ELBO()(model, guide)``
+            is an ``nn.Module`` whose loss is the negative ELBO that
+            :meth:`fit` minimises — train it with any torch optimizer over
+            ``loss.parameters()``. True: Pyro's global mode, for
+            ``pyro.infer.SVI(model, guide, pyro.optim.Adam(...),
+            Trace_ELBO()).step(x)``; the parameters are registered in the
+            global store under a name unique to this model.
         """
         self._check_fitted()
-        model = VAEModel(self.net_.decoder, self._likelihood(self.likelihood_), int(self.latent_dim))
-        return model, VAEGuide(self.net_.encoder)
+        self.net_.requires_grad_(True)
+        mode = {"local_params": not param_store, "name": f"genmem_vae_{id(self):x}" if param_store else ""}
+        model = VAEModel(self.net_.decoder, self._likelihood(self.likelihood_), int(self.latent_dim), **mode)
+        return model, VAEGuide(self.net_.encoder, **mode)
 
     # -- checkpoints -----------------------------------------------------------
     @classmethod

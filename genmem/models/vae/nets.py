@@ -270,37 +270,42 @@ class Likelihood:
 class VAEModel(PyroModule):
     """The generative model ``z ~ N(0, I)``, ``x | z ~ likelihood(decoder(z))``, for Pyro.
 
-    A :class:`~pyro.nn.PyroModule` over a plain ``nn.Module`` decoder that
-    runs with Pyro's ``module_local_params=True`` (set for the call only): its
-    parameters live in the module, never in Pyro's global parameter store,
-    so models of different units cannot share weights. Train one unit with
-    ``loss = pyro.infer.Trace_ELBO()(model, guide)`` and a torch optimizer
-    over ``loss.parameters()``.
+    A :class:`~pyro.nn.PyroModule` over a plain ``nn.Module`` decoder.
+
+    - ``local_params=True``: it runs with Pyro's ``module_local_params=True``
+      (set for the call only): its parameters live in the module, never in
+      Pyro's global parameter store, so models of different units cannot
+      share weights. Train it with ``loss = pyro.infer.Trace_ELBO()(model,
+      guide)`` and a torch optimizer over ``loss.parameters()``.
+    - ``local_params=False``: Pyro's classic global mode, what
+      ``pyro.infer.SVI`` needs: the parameters are registered in the global
+      parameter store under ``name`` (make it unique per model) and are the
+      module's own tensors, so SVI trains the module.
     """
 
-    def __init__(self, decoder, likelihood, latent_dim):
-        super().__init__()
+    def __init__(self, decoder, likelihood, latent_dim, *, local_params=True, name=""):
+        super().__init__(name)
         self.decoder = decoder
         self.likelihood = likelihood
         self.latent_dim = latent_dim
+        self.local_params = local_params
 
-    @pyro.settings.context(module_local_params=True)
     def forward(self, x):
-        with pyro.plate("data", x.shape[0]):
+        with pyro.settings.context(module_local_params=self.local_params), pyro.plate("data", x.shape[0]):
             prior = dist.Normal(x.new_zeros(self.latent_dim), x.new_ones(self.latent_dim)).to_event(1)
             z = pyro.sample("z", prior)
             pyro.sample("x", self.likelihood.dist(self.decoder(z), self.decoder.log_scale), obs=x)
 
 
 class VAEGuide(PyroModule):
-    """The amortised guide ``z ~ N(loc(x), diag(scale(x)²))`` for :class:`VAEModel`."""
+    """The amortised guide ``z ~ N(loc(x), diag(scale(x)²))`` for :class:`VAEModel` (same ``local_params``, ``name``)."""
 
-    def __init__(self, encoder):
-        super().__init__()
+    def __init__(self, encoder, *, local_params=True, name=""):
+        super().__init__(name)
         self.encoder = encoder
+        self.local_params = local_params
 
-    @pyro.settings.context(module_local_params=True)
     def forward(self, x):
-        with pyro.plate("data", x.shape[0]):
+        with pyro.settings.context(module_local_params=self.local_params), pyro.plate("data", x.shape[0]):
             loc, scale = self.encoder(x)
             pyro.sample("z", dist.Normal(loc, scale).to_event(1))
