@@ -11,7 +11,6 @@ from sklearn.datasets import make_moons
 import genmem
 from genmem.errors import GenmemError
 from genmem.models import Flow
-from genmem.models.flow import _StackedAdam
 
 SMALL = dict(layers=4, hidden=(16, 16), batch_size=64, lr=5e-3, dtype="float64")
 
@@ -88,26 +87,6 @@ def test_the_log_jacobian_equals_the_brute_force_determinant(rng):
     z_np, log_det_np = flow.forward(X[:5])
     np.testing.assert_allclose(z_np, z.numpy(), rtol=1e-12)
     np.testing.assert_allclose(flow.log_prob(X[:5]), norm.logpdf(z_np).sum(1) + log_det_np, rtol=1e-12)
-
-
-def test_stacked_adam_equals_torch_adam_and_leaves_resting_units_alone():
-    gen = torch.Generator().manual_seed(0)
-    start = torch.randn(3, 4, 2, generator=gen, dtype=torch.float64)
-    stacked = start.clone()
-    adam = _StackedAdam([stacked], lr=0.01)
-    reference = [start[u].clone().requires_grad_(True) for u in range(3)]
-    optimizers = [torch.optim.Adam([p], lr=0.01) for p in reference]
-    for step in range(5):
-        grads = torch.randn(3, 4, 2, generator=gen, dtype=torch.float64)
-        active = torch.tensor([True, step % 2 == 0, False])
-        adam.step([grads], active)
-        for u in range(3):
-            if active[u]:
-                reference[u].grad = grads[u].clone()
-                optimizers[u].step()
-    for u in range(3):
-        np.testing.assert_allclose(stacked[u].numpy(), reference[u].detach().numpy(), rtol=1e-13, atol=1e-15)
-    assert torch.equal(stacked[2], start[2]) and adam.t.tolist() == [5.0, 3.0, 0.0]
 
 
 def test_binary_and_out_of_range_data_are_refused(rng):

@@ -33,7 +33,8 @@ unit draws its initial weights and its minibatch order from its own seed
 numbers), takes ``ceil(n_u / batch_size)`` Adam steps
 per epoch on its own rows (a unit with fewer steps sits out the extra ones:
 no update, its Adam moments and step count untouched), so a unit gets the
-same numbers alone or beside others, up to float rounding.
+same numbers alone or beside others, up to float rounding. The weights of all
+units live in one buffer [U, P] updated by :class:`~genmem.models.stacked_adam.StackedAdam`.
 """
 import logging
 import math
@@ -46,6 +47,7 @@ from ..errors import GenmemError
 from ..seeds import stream_seed
 from ..validation import check_data, is_int, is_real
 from .base import DensityModel, as_seed, check_finite_loss, torch_generator
+from .stacked_adam import StackedAdam
 
 log = logging.getLogger(__name__)
 
@@ -64,35 +66,6 @@ def coupling_masks(n_features, layers):
     i = np.arange(n_features)
     patterns = [i % 2 == 0, i % 2 == 1, i < n_features // 2, i >= n_features // 2]
     return np.stack([patterns[l % 4] for l in range(layers)]).astype(np.float64)
-
-
-class _StackedAdam:
-    """Adam (torch.optim.Adam's update, betas (0.9, 0.999), eps 1e-8) on parameters [U, ...] with per-unit steps.
-
-    Unit u's moments and step count change only on the steps where it is active.
-    """
-
-    def __init__(self, params, lr, betas=(0.9, 0.999), eps=1e-8):
-        self.params, self.lr, self.betas, self.eps = params, lr, betas, eps
-        self.m = [torch.zeros_like(p) for p in params]
-        self.v = [torch.zeros_like(p) for p in params]
-        self.t = torch.zeros(params[0].shape[0], dtype=params[0].dtype, device=params[0].device)
-
-    @torch.no_grad()
-    def step(self, grads, active):
-        """Apply ``grads`` (one [U, ...] tensor per parameter) to the units where ``active`` (bool tensor [U])."""
-        b1, b2 = self.betas
-        self.t += active
-        t = self.t.clamp_min(1.0)
-        step_size = self.lr / (1.0 - b1 ** t)
-        root_bc2 = torch.sqrt(1.0 - b2 ** t)
-        for p, g, m, v in zip(self.params, grads, self.m, self.v):
-            shape = (-1,) + (1,) * (p.dim() - 1)
-            on = active.view(shape)
-            m.copy_(torch.where(on, torch.lerp(m, g, 1.0 - b1), m))
-            v.copy_(torch.where(on, v * b2 + (1.0 - b2) * g * g, v))
-            denom = v.sqrt() / root_bc2.view(shape) + self.eps
-            p.sub_(torch.where(on, step_size.view(shape) * m / denom, torch.zeros_like(p)))
 
 
 class _Units:
@@ -257,22 +230,35 @@ class Flow(DensityModel):
     def _widths(self, n_features):
         return (n_features, *(int(h) for h in self.hidden), 2 * n_features)
 
-    def _init_params(self, n_features, seeds, device, dtype):
-        """Stacked initial weights: PyTorch's Linear default U(±1/√fan_in) from each unit's init stream; the
-        output layer of every coupling MLP at zero (identity couplings)."""
+    def _layout(self, n_features):
+        """``(name, shape)`` of every coupling weight, in the order of the flat buffer."""
         widths = self._widths(n_features)
-        params = {}
-        gens = [torch_generator(stream_seed(s, INIT_STREAM)) for s in seeds]
-        for l in range(int(self.layers)):
-            for j, (w_in, w_out) in enumerate(zip(widths[:-1], widths[1:])):
-                last = j == len(widths) - 2
-                bound = 0.0 if last else 1.0 / math.sqrt(w_in)
-                w = torch.stack([(torch.rand(w_in, w_out, generator=g, dtype=torch.float64) * 2 - 1) * bound
-                                 for g in gens])
-                b = torch.stack([(torch.rand(w_out, generator=g, dtype=torch.float64) * 2 - 1) * bound
-                                 for g in gens])
-                params[f"{l}.w{j}"] = w.to(device=device, dtype=dtype)
-                params[f"{l}.b{j}"] = b.to(device=device, dtype=dtype)
+        return [(f"{l}.{kind}{j}", (w_in, w_out) if kind == "w" else (w_out,))
+                for l in range(int(self.layers)) for j, (w_in, w_out) in enumerate(zip(widths[:-1], widths[1:]))
+                for kind in ("w", "b")]
+
+    def _init_flat(self, n_features, seeds, device, dtype):
+        """All units' initial weights, one row [P] per unit: PyTorch's Linear default U(±1/√fan_in) from each
+        unit's init stream (drawn on the CPU); the output layer of every coupling MLP at zero (identity couplings)."""
+        last = len(self.hidden)
+        rows = []
+        for seed in seeds:
+            gen = torch_generator(stream_seed(seed, INIT_STREAM))
+            parts = []
+            for name, shape in self._layout(n_features):
+                j = int(name.split(".")[1][1:])
+                bound = 0.0 if j == last else 1.0 / math.sqrt(self._widths(n_features)[j])
+                parts.append(((torch.rand(shape, generator=gen, dtype=torch.float64) * 2 - 1) * bound).reshape(-1))
+            rows.append(torch.cat(parts))
+        return torch.stack(rows).to(device=device, dtype=dtype)
+
+    def _views(self, flat, n_features):
+        """The coupling weights as views [U, *shape] of the rows of ``flat`` [U, P]."""
+        params, offset = {}, 0
+        for name, shape in self._layout(n_features):
+            size = math.prod(shape)
+            params[name] = flat[:, offset:offset + size].view(flat.shape[0], *shape)
+            offset += size
         return params
 
     def _standardization(self, X_dev, rows, input_map):
@@ -300,11 +286,12 @@ class Flow(DensityModel):
         shift, scale = self._standardization(X_dev, rows, input_map)
         masks_t = torch.as_tensor(coupling_masks(X.shape[1], int(self.layers)), dtype=dtype, device=device)
         lam = float(self.logit_lambda) if input_map == "logit" else None
-        units = _Units(self._init_params(X.shape[1], seeds, device, dtype), masks_t, lam, shift, scale)
-        params = list(units.params.values())
-        for p in params:
-            p.requires_grad_(True)
-        adam = _StackedAdam(params, float(self.lr))
+        flat = self._init_flat(X.shape[1], seeds, device, dtype)
+        units = _Units(self._views(flat, X.shape[1]), masks_t, lam, shift, scale)
+        leaves = list(units.params.values())
+        for leaf in leaves:  # views of flat: gradients are taken with respect to them, Adam updates flat
+            leaf.requires_grad_(True)
+        adam = StackedAdam(flat, float(self.lr))
         gens = [torch_generator(stream_seed(s, ORDER_STREAM)) for s in seeds]  # on the CPU: any device, same order
         size = int(self.batch_size)
         n_steps = -(-n // size)
@@ -326,14 +313,16 @@ class Flow(DensityModel):
                 count = w.sum(1)
                 log_p = units.log_prob(X_dev[order[:, cols]])
                 nll = -(log_p * w).sum(1)
-                grads = torch.autograd.grad((nll / count.clamp_min(1.0)).sum(), params)
-                adam.step(grads, count > 0)
+                grads = torch.autograd.grad((nll / count.clamp_min(1.0)).sum(), leaves)
+                with torch.no_grad():
+                    torch.cat([g.reshape(n_units, -1) for g in grads], 1, out=adam.grad)
+                    adam.step(count > 0, tuple(int(u) for u in np.flatnonzero(step < n_steps)))
                 epoch_loss += nll.detach().double()
             train_loss[:, epoch] = (epoch_loss / n_t).cpu().numpy()
             check_finite_loss(train_loss[:, epoch], labels, epoch + 1, self.lr, "log-likelihood")
             log.debug("epoch %d: mean NLL per example %s", epoch + 1, np.round(train_loss[:, epoch], 3))
-        for p in params:
-            p.requires_grad_(False)
+        for leaf in leaves:
+            leaf.requires_grad_(False)
         return units, train_loss
 
     @torch.no_grad()
@@ -398,7 +387,7 @@ class Flow(DensityModel):
             seed = as_seed(np.random.default_rng())
         units, train_loss = self._train(X, np.ones((1, len(X)), dtype=bool), [seed], ["the model"], input_map,
                                         device, dtype)
-        self.params_ = {name: p[0] for name, p in units.params.items()}
+        self.params_ = {name: p[0].detach().clone() for name, p in units.params.items()}
         self.shift_ = None if units.shift is None else units.shift[0, 0].double().cpu().numpy()
         self.scale_ = None if units.scale is None else units.scale[0, 0].double().cpu().numpy()
         self.input_map_ = input_map
