@@ -13,8 +13,16 @@ Reported: training examples/s and evaluation (example × sample)/s of both,
 their ratio, and the extrapolated wall time of the full reference setting
 (100 models × 100 epochs on 54,000 training images each, then IS-256 of all
 60,000 images under all 100 models). A small agreement check compares the
-per-example scores of the two trainers (Spearman). Results go to
-``results/bench_kfold_vae.json``.
+per-example scores of the two trainers (Spearman).
+
+A second section measures what predicts speed on a GPU where every torch
+operation is a kernel launch: the training step's torch operations and host
+synchronisations per step (``torch.profiler``, 3 epochs minus 1 epoch, tiny
+networks so that only overhead counts) and steps per second at U = 4 and
+U = 64, for genmem's trainer and for its previous one (per-unit Adam on
+per-unit views, per-unit random generators, ``vmap`` forward), which is read
+from git history (commit :data:`LEGACY_COMMIT`) into this process — it is
+kept nowhere in the package. Results go to ``results/bench_kfold_vae.json``.
 
 Run ``python experiments/bench_kfold_vae.py --help`` for the options; the
 defaults finish in a few minutes on two CPU cores.
@@ -23,8 +31,10 @@ import argparse
 import json
 import os
 import platform
+import subprocess
 import sys
 import time
+import types
 from pathlib import Path
 
 import numpy as np
@@ -38,6 +48,11 @@ from genmem.data import load_dataset, prepare  # noqa: E402
 from genmem.device import describe_device, resolve_device  # noqa: E402
 from genmem.memorization import estimate  # noqa: E402
 from genmem.models.vae import PRESETS, VAE  # noqa: E402
+from genmem.models.vae.evaluate import evaluate, importance_eps  # noqa: E402
+from genmem.philox import key_words  # noqa: E402
+
+#: The last commit whose VAE trainer used per-unit Adam views and per-unit generators.
+LEGACY_COMMIT = "a119695"
 
 PRESET = PRESETS["vdb-bmnist"]
 FULL = {"models": PRESET["folds"] * PRESET["repeats"], "epochs": PRESET["model"]["epochs"], "n": 60000,
@@ -129,16 +144,81 @@ def genmem_batched(X, masks, seeds, args, device):
                  "device": str(device), "eval_chunk": args.eval_chunk})
     X_checked, likelihood, dev, dtype = vae._setup(X)
     labels = [f"model {u}" for u in range(len(masks))]
+    stamps = []
+
+    def on_epoch(epoch, units, trainer):
+        _sync(device)
+        stamps.append(time.perf_counter())
+
     _sync(device)
     start = time.perf_counter()
-    units, _, _ = vae._train(X_checked, masks, seeds, labels, likelihood, dev, dtype)
-    _sync(device)
-    train_s = time.perf_counter() - start
+    units, _ = vae._train(X_checked, masks, seeds, labels, likelihood, dev, dtype, on_epoch)
+    # like the reference loop's, the training time leaves out the weights' initialisation: epochs 2…E, scaled
+    train_s = (stamps[-1] - stamps[0]) * args.epochs / (args.epochs - 1) if args.epochs > 1 else stamps[0] - start
     start = time.perf_counter()
-    eps = vae._eval_eps(seeds, args.num_samples, dev, dtype)
-    result = vae._evaluate(units, vae._eval_data(X_checked, dev, dtype), eps)
+    eps = importance_eps(key_words(seeds, dev), args.num_samples, vae.latent_dim, dtype)
+    result = evaluate(units, vae._eval_data(X_checked, dev, dtype), eps, vae.eval_chunk)
     _sync(device)
     return result["loglik"], train_s, time.perf_counter() - start
+
+
+def legacy_vae_module():
+    """genmem's previous VAE module (``genmem/models/vae.py`` at :data:`LEGACY_COMMIT`), or None without git history."""
+    try:
+        source = subprocess.run(["git", "show", f"{LEGACY_COMMIT}:genmem/models/vae.py"], cwd=ROOT,
+                                capture_output=True, text=True, check=True).stdout
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    source = (source.replace("from ..", "from genmem.").replace("from .base", "from genmem.models.base")
+              .replace("from .vae_nets", "from genmem.models.vae.nets"))
+    module = types.ModuleType("legacy_vae")
+    exec(compile(source, f"{LEGACY_COMMIT}:genmem/models/vae.py", "exec"), module.__dict__)  # our own code
+    return module
+
+
+def step_overhead(vae_class, n_units, epochs, rows=512, batch=32):
+    """Torch ops and host syncs per training step (profiler) and steps per second of ``vae_class._train``."""
+    X = np.random.default_rng(0).random((rows, 16))
+    masks, seeds = np.ones((n_units, rows), dtype=bool), list(range(1, n_units + 1))
+
+    def train(n_epochs):
+        vae = vae_class(latent_dim=2, hidden=(8,), epochs=n_epochs, batch_size=batch, num_samples=4, binarize="dynamic")
+        X_checked, likelihood, dev, dtype = vae._setup(X)
+        vae._train(X_checked, masks, seeds, [str(u) for u in seeds], likelihood, dev, dtype)
+
+    counts = []
+    for n_epochs in (1, 3):
+        with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+            train(n_epochs)
+        events = prof.key_averages()
+        counts.append((sum(e.count for e in events),
+                       sum(e.count for e in events if e.key in ("aten::item", "aten::_local_scalar_dense"))))
+    steps_per_epoch = rows // batch
+    start = time.perf_counter()
+    train(epochs)
+    seconds = time.perf_counter() - start
+    return {"ops_per_step": (counts[1][0] - counts[0][0]) / (2 * steps_per_epoch),
+            "syncs_per_step": (counts[1][1] - counts[0][1]) / (2 * steps_per_epoch),
+            "steps_per_s": epochs * steps_per_epoch / seconds}
+
+
+def overhead_section(units, epochs):
+    """:func:`step_overhead` of the current and the legacy trainer at each U in ``units``."""
+    legacy = legacy_vae_module()
+    trainers = {"genmem": VAE, **({"legacy": legacy.VAE} if legacy is not None else {})}
+    out = {"legacy_commit": LEGACY_COMMIT if legacy is not None else None, "epochs_timed": epochs,
+           "network": "16-8-2 MLP VAE, dynamic binarization, 512 rows, batch 32 (16 steps per epoch)"}
+    for name, cls in trainers.items():
+        out[name] = {str(u): step_overhead(cls, u, epochs) for u in units}
+        for u, r in out[name].items():
+            print(f"{name} U={u}: {r['ops_per_step']:.0f} ops/step, {r['syncs_per_step']:.0f} syncs/step, "
+                  f"{r['steps_per_s']:.1f} steps/s", file=sys.stderr)
+    if legacy is not None:
+        top = str(max(units))
+        out["speedup_steps_per_s"] = {u: out["genmem"][u]["steps_per_s"] / out["legacy"][u]["steps_per_s"]
+                                      for u in out["genmem"]}
+        print(f"steps/s at U={top}: {out['speedup_steps_per_s'][top]:.2f}x the legacy trainer", file=sys.stderr)
+    return out
 
 
 def _sync(device):
@@ -152,29 +232,12 @@ def memorization(loglik, masks):
     return estimate(loglik[None], assignment, "reference")[0]
 
 
-def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--n", type=int, default=1000, help="MNIST training images used (default 1000)")
-    parser.add_argument("--models", type=int, default=4, help="K-fold models (units) trained (default 4)")
-    parser.add_argument("--epochs", type=int, default=2, help="training epochs per model (default 2)")
-    parser.add_argument("--num-samples", type=int, default=64, help="importance samples S (reference: 256)")
-    parser.add_argument("--eval-batch", type=int, default=64, help="reference loop's evaluation batch (its loader's)")
-    parser.add_argument("--eval-chunk", type=int, default=2048, help="genmem's examples × samples per chunk")
-    parser.add_argument("--agreement-epochs", type=int, default=5, help="epochs of the agreement run (0 skips it)")
-    parser.add_argument("--device", default="auto")
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", default=str(ROOT / "results" / "bench_kfold_vae.json"))
-    args = parser.parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-
+def preset_section(args, device):
+    """The reference loop against genmem on an MNIST subset (see the module docstring); None without MNIST."""
     folder = shared_data_dir() / "mnist"
     if not (folder / "train-images-idx3-ubyte.gz").is_file():
-        print(f"skipped: MNIST not found in {folder} (set GENMEM_SHARED_DATA)", file=sys.stderr)
-        return 0
-    load = list(os.getloadavg())  # other processes on the machine skew CPU timings
-    device = resolve_device(args.device)
+        print(f"preset section skipped: MNIST not found in {folder} (set GENMEM_SHARED_DATA)", file=sys.stderr)
+        return None
     data = prepare(load_dataset("mnist", data_dir=folder), pad_to=32, binarize="dynamic")
     rng = np.random.default_rng(args.seed)
     X = data.X[np.sort(rng.choice(len(data.X), size=args.n, replace=False))]
@@ -224,6 +287,41 @@ def main(argv=None):
         print(f"agreement after {args.agreement_epochs} epochs: Spearman log p "
               f"{agreement['spearman_mean_loglik']:.3f}, memorization {agreement['spearman_memorization']:.3f}",
               file=sys.stderr)
+    setting = {"n": args.n, "models": args.models, "epochs": args.epochs, "num_samples": args.num_samples,
+               "model": {**{k: list(v) if isinstance(v, tuple) else v for k, v in PRESET["model"].items()},
+                         "epochs": args.epochs, "num_samples": args.num_samples},
+               "data": "MNIST train, padded to 32x32, dynamic binarization (log p of X > 0.5)"}
+    return {"setting": setting, "full_setting": FULL, "runs": runs, "speedup": ratio, "agreement": agreement}
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--sections", default="overhead,preset",
+                        help="comma-separated: overhead (ops and steps/s vs the legacy trainer), preset (vs the "
+                             "reference loop on MNIST)")
+    parser.add_argument("--overhead-units", default="4,64", help="U values of the overhead section")
+    parser.add_argument("--overhead-epochs", type=int, default=3, help="epochs timed in the overhead section")
+    parser.add_argument("--n", type=int, default=1000, help="MNIST training images used (default 1000)")
+    parser.add_argument("--models", type=int, default=4, help="K-fold models (units) trained (default 4)")
+    parser.add_argument("--epochs", type=int, default=2, help="training epochs per model (default 2)")
+    parser.add_argument("--num-samples", type=int, default=64, help="importance samples S (reference: 256)")
+    parser.add_argument("--eval-batch", type=int, default=64, help="reference loop's evaluation batch (its loader's)")
+    parser.add_argument("--eval-chunk", type=int, default=2048, help="genmem's examples × samples per chunk")
+    parser.add_argument("--agreement-epochs", type=int, default=5, help="epochs of the agreement run (0 skips it)")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", default=str(ROOT / "results" / "bench_kfold_vae.json"))
+    args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    sections = set(args.sections.split(","))
+    load = list(os.getloadavg())  # other processes on the machine skew CPU timings
+    device = resolve_device(args.device)
+    overhead = None
+    if "overhead" in sections:
+        overhead = overhead_section([int(u) for u in args.overhead_units.split(",")], args.overhead_epochs)
+    preset = preset_section(args, device) if "preset" in sections else None
 
     import pyro
 
@@ -235,16 +333,12 @@ def main(argv=None):
         "versions": {"python": platform.python_version(), "torch": torch.__version__, "pyro-ppl": pyro.__version__,
                      "numpy": np.__version__},
         "load_average_at_start": load,
-        "setting": {"n": args.n, "models": args.models, "epochs": args.epochs, "num_samples": args.num_samples,
-                    "model": {**{k: list(v) if isinstance(v, tuple) else v for k, v in PRESET["model"].items()},
-                              "epochs": args.epochs, "num_samples": args.num_samples},
-                    "data": "MNIST train, padded to 32x32, dynamic binarization (log p of X > 0.5)"},
-        "full_setting": FULL,
-        "runs": runs,
-        "speedup": ratio,
-        "agreement": agreement,
-        "notes": "The reference loop uses the analytic KL, torch's default Adam and torch's global RNG; genmem "
-                 "uses Pyro's Trace_ELBO objective (Monte Carlo KL), fused Adam and per-unit random streams. "
+        "overhead": overhead,
+        **(preset or {}),
+        "notes": "Overhead: profiler events per training step (nested ops included), tiny networks, CPU; the "
+                 "legacy trainer is genmem's previous one, read from git history. Preset: the reference loop "
+                 "uses the analytic KL, torch's default Adam and torch's global RNG; genmem uses Pyro's "
+                 "Trace_ELBO objective (Monte Carlo KL), its stacked Adam and counter-based random numbers. "
                  "Full-setting times are extrapolated linearly from this run's throughputs. On a CPU both are "
                  "bound by the same matrix products, so batching the units gains little; the design targets "
                  "GPUs, where one batched step replaces U small ones. The memorization Spearman of a short "

@@ -1,4 +1,6 @@
-"""Choosing the torch device a computation runs on."""
+"""Choosing the torch device a computation runs on, and its matrix-product precision."""
+import contextlib
+
 import torch
 
 from .errors import GenmemError
@@ -52,3 +54,21 @@ def describe_device(device):
     import platform
 
     return f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
+
+
+@contextlib.contextmanager
+def matmul_precision(device, tf32):
+    """Within the block, float32 matrix products on a CUDA ``device`` use TF32 iff ``tf32``; restored after.
+
+    No effect on other devices. (PyTorch's default is full float32 for
+    matrix products and TF32 for cuDNN convolutions.)
+    """
+    if resolve_device(device).type != "cuda":
+        yield
+        return
+    saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = bool(tf32)
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved

@@ -18,7 +18,7 @@ def has_spread(X):
     return float(np.ptp(X, axis=0).max()) > SPREAD_RTOL * float(np.abs(X).max())
 
 
-def check_data(X, *, name="X", min_rows=1, n_features=None, distinct=False):
+def check_data(X, *, name="X", min_rows=1, n_features=None, model="the model", distinct=False):
     """Return ``X`` as a finite 2-D float64 NumPy array or raise :class:`GenmemError`.
 
     Parameters
@@ -31,11 +31,18 @@ def check_data(X, *, name="X", min_rows=1, n_features=None, distinct=False):
         Fewest rows accepted.
     n_features : int, optional
         Required number of columns (for data scored by an already fitted model).
+    model : str, default="the model"
+        How the fitted model is called in the message about ``n_features``.
     distinct : bool, default=False
         Also refuse data whose rows are all equal up to rounding (:func:`has_spread`).
     """
     if isinstance(X, torch.Tensor):
         X = X.detach().cpu().numpy()
+    if hasattr(X, "toarray") or type(X).__module__.startswith("scipy.sparse"):
+        raise GenmemError(f"{name} is a sparse matrix; sparse input is not supported: pass a dense array "
+                          f"({name}.toarray())")
+    if np.iscomplexobj(X):
+        raise GenmemError(f"Complex data not supported: {name} holds complex numbers; density models need real values")
     try:
         X = np.asarray(X, dtype=np.float64)
     except (TypeError, ValueError):
@@ -48,11 +55,11 @@ def check_data(X, *, name="X", min_rows=1, n_features=None, distinct=False):
     if X.shape[0] < min_rows:
         raise GenmemError(f"{name} needs at least {min_rows} rows; got {X.shape[0]}")
     if X.shape[1] == 0:
-        raise GenmemError(f"{name} has no features (shape {X.shape})")
+        raise GenmemError(f"{name} has 0 feature(s) (shape={X.shape}) while a minimum of 1 is required; pass data with at least one column")
     if n_features is not None and X.shape[1] != n_features:
         raise GenmemError(
-            f"{name} has {X.shape[1]} features but the model was fitted on {n_features}; "
-            "preprocess it the same way as the training data"
+            f"{name} has {X.shape[1]} features, but {model} is expecting {n_features} features as input "
+            "(the number it was fitted on); preprocess it the same way as the training data"
         )
     bad = ~np.isfinite(X)
     if bad.any():
@@ -61,7 +68,7 @@ def check_data(X, *, name="X", min_rows=1, n_features=None, distinct=False):
             f"{name} contains NaN or inf in {len(rows)} row(s) (first: row {rows[0]}); "
             "remove or impute them before fitting"
         )
-    if distinct and not has_spread(X):
+    if distinct and len(X) > 1 and not has_spread(X):
         raise GenmemError(f"all rows of {name} are identical (up to rounding): there is no spread to fit a density "
                           "to; remove the duplicates or check the data")
     return X

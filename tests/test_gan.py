@@ -88,6 +88,7 @@ def test_resample_refills_the_batch_with_accepted_samples_in_order(known_bank):
     assert mr.rejection_rate.tolist() == [3 / 8]
 
 
+@pytest.mark.filterwarnings("ignore::genmem.gan.RejectionWarning")  # synthetic samples off the bank's range
 def test_resample_never_returns_an_empty_batch_and_falls_back_to_the_farthest(known_bank):
     gen = torch.Generator().manual_seed(3)
     batches = [torch.randn(6, 1, 2, 2, generator=gen, dtype=torch.float64) for _ in range(4)]
@@ -160,6 +161,7 @@ def test_gradients_reach_the_generator_through_kept_rows_only_and_never_the_embe
     torch.testing.assert_close(G.bias.grad, G_ref.bias.grad, rtol=0, atol=1e-12)
 
 
+@pytest.mark.filterwarnings("ignore::genmem.gan.RejectionWarning")  # synthetic samples off the bank's range
 def test_resample_gradient_is_the_sum_over_the_accepted_rows_of_every_batch(known_bank, rng):
     G = torch.nn.Linear(3, 4).double()
     zs = [torch.tensor(rng.normal(size=(5, 3))) for _ in range(4)]

@@ -154,7 +154,7 @@ def test_bad_data(X, msg):
 
 def test_unknown_model_name():
     with pytest.raises(GenmemError, match="unknown model"):
-        genmem.kfold("flow", np.zeros((4, 2)), folds=2)
+        genmem.kfold("glow", np.zeros((4, 2)), folds=2)
 
 
 def test_views_are_added_atomically_and_rank_in_top(tmp_path, rng):

@@ -17,7 +17,7 @@ from genmem.influence import (KFoldTracIn, TopInfluence, TracIn, load_vae_checkp
                               vae_tracin)
 from genmem.influence.tracin import TEST_STREAM, TRAIN_STREAM
 from genmem.models.vae import VAE
-from genmem.models.vae_nets import VAENet, init_parameters
+from genmem.models.vae.nets import VAENet, init_parameters
 
 
 def make_mlp(seed):
@@ -71,11 +71,11 @@ def test_mlp_equals_brute_force(mlp_setup):
     ref_self, ref_matrix = brute_force_mlp(net, checkpoints, X, Z)
     tr = TracIn(module_loss(make_mlp(1), mse), checkpoints, chunk_size=4)
     np.testing.assert_allclose(tr.self_influence(X), ref_self, rtol=1e-5)
-    np.testing.assert_allclose(tr.influence(Z, X), ref_matrix, rtol=1e-5, atol=1e-5 * np.abs(ref_matrix).max())
+    np.testing.assert_allclose(tr.influence(Z, train=X), ref_matrix, rtol=1e-5, atol=1e-5 * np.abs(ref_matrix).max())
     # no noise: the unbiased self-influence is the plain one; chunking does not change values
     np.testing.assert_allclose(tr.self_influence(X, unbiased=True), ref_self, rtol=1e-12)
     other = TracIn(module_loss(make_mlp(1), mse), checkpoints, chunk_size=64)
-    np.testing.assert_allclose(other.influence(Z, X), tr.influence(Z, X), rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(other.influence(Z, train=X), tr.influence(Z, train=X), rtol=1e-12, atol=1e-12)
 
 
 def test_exact_influence_computes_each_training_gradient_once_per_checkpoint(mlp_setup, monkeypatch):
@@ -84,7 +84,7 @@ def test_exact_influence_computes_each_training_gradient_once_per_checkpoint(mlp
     rows = []
     original = tr.gradients
     monkeypatch.setattr(tr, "gradients", lambda params, R, eps=None: rows.append(len(R)) or original(params, R, eps))
-    matrix = tr.influence(Z, X)
+    matrix = tr.influence(Z, train=X)
     assert sum(rows) == len(checkpoints) * (len(X) + len(Z))  # 4 test rows in 2 chunks, 13 training rows in 5
     np.testing.assert_allclose(matrix, brute_force_mlp(net, checkpoints, X, Z)[1], rtol=1e-5,
                                atol=1e-5 * np.abs(matrix).max())
@@ -93,14 +93,14 @@ def test_exact_influence_computes_each_training_gradient_once_per_checkpoint(mlp
 def test_top_k_and_sign(mlp_setup):
     net, checkpoints, X, Z = mlp_setup
     tr = TracIn(module_loss(net, mse), checkpoints)
-    matrix = tr.influence(Z, X)
-    top = tr.influence(Z, X, k=3)
+    matrix = tr.influence(Z, train=X)
+    top = tr.influence(Z, k=3, train=X)
     assert isinstance(top, TopInfluence)
     np.testing.assert_array_equal(top.proponents, np.argsort(-matrix, axis=1)[:, :3])
     np.testing.assert_array_equal(top.opponents, np.argsort(matrix, axis=1)[:, :3])
     np.testing.assert_allclose(top.proponent_scores, np.take_along_axis(matrix, top.proponents, 1))
     # a test point identical to a training row: its TracIn with that row is that row's self-influence
-    np.testing.assert_allclose(tr.influence(X[5:6], X)[0, 5], tr.self_influence(X)[5], rtol=1e-12)
+    np.testing.assert_allclose(tr.influence(X[5:6], train=X)[0, 5], tr.self_influence(X)[5], rtol=1e-12)
 
 
 def test_sign_matches_a_gradient_step(mlp_setup):
@@ -109,7 +109,7 @@ def test_sign_matches_a_gradient_step(mlp_setup):
     params, _ = checkpoints[0]
     lr = 1e-6
     tr = TracIn(module_loss(net, mse), [(params, lr)])
-    matrix = tr.influence(Z, X)
+    matrix = tr.influence(Z, train=X)
     loss = module_loss(net, mse)
     g = torch.func.grad(loss)(params, X[2])
     stepped = {n: p - lr * g[n] for n, p in params.items()}
@@ -126,8 +126,8 @@ def test_projection_is_within_the_johnson_lindenstrauss_error(rng, kind):
     X = torch.as_tensor(rng.normal(size=(30, 6)))
     Z = torch.as_tensor(rng.normal(size=(20, 6)))
     d = 64
-    exact = TracIn(module_loss(net, mse), [(params, 1.0)]).influence(Z, X)
-    proj = TracIn(module_loss(net, mse), [(params, 1.0)], projection_dim=d, projection=kind, seed=3).influence(Z, X)
+    exact = TracIn(module_loss(net, mse), [(params, 1.0)]).influence(Z, train=X)
+    proj = TracIn(module_loss(net, mse), [(params, 1.0)], X, projection_dim=d, projection=kind, seed=3).influence(Z)
     nx = np.sqrt(TracIn(module_loss(net, mse), [(params, 1.0)]).self_influence(X))
     nz = np.sqrt(TracIn(module_loss(net, mse), [(params, 1.0)]).self_influence(Z))
     scale = nz[:, None] * nx[None, :]
@@ -145,18 +145,18 @@ def test_projection_blocks_cache_and_train_features(mlp_setup, monkeypatch):
     net, checkpoints, X, Z = mlp_setup
     make = lambda: TracIn(module_loss(net, mse), checkpoints, projection_dim=16, seed=5)  # noqa: E731
     cached = make()
-    first = cached.influence(Z, X)
+    first = cached.influence(Z, train=X)
     assert cached._cache is not None
-    np.testing.assert_array_equal(cached.influence(Z, X), first)  # the stored training features
+    np.testing.assert_array_equal(cached.influence(Z, train=X), first)  # the stored training features
     monkeypatch.setattr(tracin_module, "PROJECTION_BLOCK", 7)
     monkeypatch.setattr(tracin_module, "PROJECTION_CACHE_LIMIT", 0)
     blocked = make()
     assert blocked._project.cache is None and len(blocked._project.blocks) > 4
-    small_blocks = blocked.influence(Z, X)
+    small_blocks = blocked.influence(Z, train=X)
     monkeypatch.setattr(tracin_module, "PROJECTION_CACHE_LIMIT", 1 << 30)
-    np.testing.assert_allclose(make().influence(Z, X), small_blocks, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(make().influence(Z, train=X), small_blocks, rtol=1e-12, atol=1e-12)
     assert not np.allclose(small_blocks, first)  # other blocks, other matrix
-    other_seed = TracIn(module_loss(net, mse), checkpoints, projection_dim=16, seed=6).influence(Z, X)
+    other_seed = TracIn(module_loss(net, mse), checkpoints, projection_dim=16, seed=6).influence(Z, train=X)
     assert not np.allclose(other_seed, small_blocks)
 
 
@@ -174,7 +174,7 @@ def test_bad_checkpoints_and_data(mlp_setup):
         TracIn(loss, [checkpoints[0], (other, 0.1)])
     tr = TracIn(loss, checkpoints)
     with pytest.raises(GenmemError, match=r"rows have shape \(4,\)"):
-        tr.influence(Z[:, :4], X)
+        tr.influence(Z[:, :4], train=X)
     bad = X.clone()
     bad[3, 1] = float("nan")
     with pytest.raises(GenmemError, match="row 3"):
@@ -248,7 +248,7 @@ def test_vae_tracin_equals_brute_force(rng, likelihood):
     np.testing.assert_allclose(tr.self_influence(X), brute_force_vae(vae, checkpoints, X, eps0, eps0), rtol=1e-5)
     unbiased = tr.self_influence(X, unbiased=True)
     np.testing.assert_allclose(unbiased, brute_force_vae(vae, checkpoints, X, eps0, eps1), rtol=1e-5)
-    np.testing.assert_allclose(np.diag(tr.influence(X, X)), unbiased, rtol=1e-10)
+    np.testing.assert_allclose(np.diag(tr.influence(X, train=X)), unbiased, rtol=1e-10)
     # same seed, same draws: reproducible; another seed, other draws
     again = TracIn(vae_negative_elbo(vae), checkpoints, noise_shape=(2, 2), seed=4)
     np.testing.assert_allclose(again.self_influence(X), tr.self_influence(X), rtol=1e-12)

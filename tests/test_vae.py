@@ -15,9 +15,14 @@ import torch
 from scipy import integrate, stats
 from sklearn.datasets import load_digits
 
+import genmem
+from genmem.influence import influence_for, vae_tracin
 from genmem.errors import GenmemError
-from genmem.models.vae import PRESETS, VAE, _UnitAdam, _Units
-from genmem.models.vae_nets import Likelihood, VAENet
+from genmem.models.vae import PRESETS, VAE
+from genmem.models.vae.nets import Likelihood, VAENet
+from genmem.models.vae.train import epoch_order
+from genmem.models.vae.units import Units
+from genmem.philox import key_words
 
 
 # briefly trained test models often have a low effective sample size; one test checks the warning itself
@@ -160,25 +165,68 @@ def test_float32_batched_matches_alone_to_float_tolerance(digits):
     np.testing.assert_allclose(together[2], alone, rtol=1e-5)
 
 
-def test_unit_adam_matches_torch_adam_per_unit_and_skips_inactive_units():
-    gen = torch.Generator().manual_seed(0)
-    init = torch.randn(2, 3, 4, generator=gen, dtype=torch.float64)
-    # transposed views: autograd often returns non-contiguous gradients
-    grads = [torch.randn(2, 4, 3, generator=gen, dtype=torch.float64).transpose(1, 2) for _ in range(5)]
-    stacked = init.clone().requires_grad_(True)
-    adam = _UnitAdam([stacked], lr=0.01)
-    for t, g in enumerate(grads):
-        adam.step([g], np.array([True, t != 2]))  # unit 1 sits out step 2
-    for u, skipped in ((0, ()), (1, (2,))):
-        p = init[u].clone().requires_grad_(True)
-        opt = torch.optim.Adam([p], lr=0.01)
-        for t, g in enumerate(grads):
-            if t in skipped:
-                continue
-            p.grad = g[u].clone()
-            opt.step()
-        torch.testing.assert_close(stacked[u].detach(), p.detach(), rtol=1e-12, atol=1e-14)
-    assert [adam.steps(0), adam.steps(1)] == [5, 4]
+def test_epoch_order_is_a_permutation_of_each_units_rows_independent_of_its_batch_mates():
+    rng = np.random.default_rng(0)
+    member = torch.as_tensor(rng.random((3, 50)) < np.array([[0.3], [0.7], [1.0]]))
+    n_rows = member.sum(1)
+    keys = key_words([7, 8, 9])
+    order, weight = epoch_order(keys, member, n_rows, 4, 64)  # 64 positions > N = 50: padding
+    for u in range(3):
+        n = int(n_rows[u])
+        assert sorted(order[u, :n].tolist()) == torch.nonzero(member[u]).flatten().tolist()
+        assert weight[u, :n].all() and not weight[u, n:].any()
+        assert (order[u, n:] == order[u, 0]).all()
+        alone = epoch_order(keys[u:u + 1], member[u:u + 1], n_rows[u:u + 1], 4, 64)[0][0]
+        assert torch.equal(alone, order[u])
+        # the unit's rows alone (as VAE.fit sees them) come in the same order
+        rows = torch.nonzero(member[u]).flatten()
+        sub = epoch_order(keys[u:u + 1], torch.ones(1, n, dtype=torch.bool), n_rows[u:u + 1], 4, n)[0][0]
+        assert torch.equal(rows[sub], order[u, :n])
+    assert not torch.equal(epoch_order(keys, member, n_rows, 5, 64)[0], order)  # a fresh order each epoch
+
+
+def test_kfold_vae_numbers_do_not_depend_on_units_per_batch_or_resuming(digits, tmp_path):
+    X = digits[:120]
+    vae = VAE(**dict(SMALL, epochs=2, batch_size=16), dtype="float64")
+    base = genmem.kfold(vae, X, folds=3, repeats=2, seed=4, units_per_batch=6)
+    for units in (1, 4):
+        other = genmem.kfold(vae, X, folds=3, repeats=2, seed=4, units_per_batch=units)
+        np.testing.assert_allclose(other.loglik, base.loglik, rtol=1e-10)
+
+    class Interrupted(VAE):
+        def fit_units(self, X, masks, seeds, **kwargs):
+            if len(seeds) < 4:  # the second batch (2 of 6 units) never finishes
+                raise KeyboardInterrupt
+            return super().fit_units(X, masks, seeds, **kwargs)
+
+    out = tmp_path / "run.h5"
+    with pytest.raises(KeyboardInterrupt):
+        genmem.kfold(Interrupted(**vae.get_params()), X, folds=3, repeats=2, seed=4, units_per_batch=4, out=out)
+    assert genmem.read_result(tmp_path / "run.h5.partial").done.sum() == 4
+    resumed = genmem.kfold(vae, X, folds=3, repeats=2, seed=4, units_per_batch=3, out=out)
+    np.testing.assert_allclose(resumed.loglik, base.loglik, rtol=1e-10)
+
+
+def _ops_per_step(n_units, rows=512, batch=32):
+    """Profiler events and host syncs per training step of ``fit_units`` (3 epochs minus 1 epoch, tiny nets)."""
+    X = np.random.default_rng(0).random((rows, 16))
+    counts = []
+    for epochs in (1, 3):
+        vae = VAE(latent_dim=2, hidden=(8,), epochs=epochs, batch_size=batch, num_samples=4, binarize="dynamic")
+        with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+            vae.fit_units(X, np.ones((n_units, rows), dtype=bool), list(range(1, n_units + 1)))
+        events = prof.key_averages()
+        syncs = sum(e.count for e in events if e.key in ("aten::item", "aten::_local_scalar_dense"))
+        counts.append((sum(e.count for e in events), syncs))
+    steps = 2 * rows // batch
+    return (counts[1][0] - counts[0][0]) / steps, (counts[1][1] - counts[0][1]) / steps
+
+
+def test_training_step_work_does_not_grow_with_units_and_never_syncs():
+    ops_4, syncs_4 = _ops_per_step(4)
+    ops_32, syncs_32 = _ops_per_step(32)
+    assert syncs_4 == syncs_32 == 0
+    assert ops_32 <= 1.1 * ops_4 and ops_32 <= 600
 
 
 # -- the hand-written ELBO is Pyro's Trace_ELBO -------------------------------------------
@@ -189,7 +237,6 @@ def test_vectorized_loss_equals_pyro_trace_elbo(digits, likelihood, data):
     X = digits[:40] if data == "grey" else (digits[:40] > 0.5).astype(float)
     model = VAE(**SMALL, likelihood=likelihood, dtype="float64").fit(X, rng=0)
     pyro_model, pyro_guide = model.pyro_model_guide()
-    model.net_.requires_grad_(True)
     x = torch.as_tensor(X)
     guide_trace = poutine.trace(pyro_guide).get_trace(x)
     replayed = poutine.replay(pyro_guide, trace=guide_trace)
@@ -199,20 +246,71 @@ def test_vectorized_loss_equals_pyro_trace_elbo(digits, likelihood, data):
     pyro_grads = torch.autograd.grad(pyro_loss, [p for _, p in model.net_.named_parameters()])
 
     z = guide_trace.nodes["z"]["value"].detach()
-    units = _Units.from_nets([model.net_], model._new_net(X.shape[1], likelihood), model._likelihood(likelihood))
-    for p in units.params.values():
-        p.requires_grad_(True)
+    template = model._new_net(X.shape[1], likelihood)
+    units = Units.from_states(template, [model.net_.state_dict()], model._likelihood(likelihood), torch.float64, "cpu")
+    units.requires_grad_(True)
     xb = x.unsqueeze(0)
-    loc, scale = units.encode(xb, shared=False)
-    eps = ((z - loc[0].detach()) / scale[0].detach())[None, :, None, :]
-    ours = -units.log_weights(units.likelihood.data_terms(xb), loc, scale, eps).sum()
+    loc, log_sigma = units.encode(xb)
+    eps = ((z - loc[0].detach()) / log_sigma[0].detach().exp())[None, :, None, :]
+    ours = -units.log_weights(units.likelihood.data_terms(xb), loc, log_sigma, eps).sum()
     torch.testing.assert_close(ours, pyro_loss.detach(), rtol=1e-9, atol=1e-8)
-    our_grads = torch.autograd.grad(ours, [units.params[n] for n in names])
-    for name, a, b in zip(names, our_grads, pyro_grads):
-        torch.testing.assert_close(a[0], b, rtol=1e-7, atol=1e-8, msg=name)
+    grads = torch.autograd.grad(ours, units.leaves)
+    named = Units(template, torch.cat([g.reshape(1, -1) for g in grads], 1), units.likelihood).unit_states()[0]
+    for name, b in zip(names, pyro_grads):
+        torch.testing.assert_close(named[name], b, rtol=1e-7, atol=1e-8, msg=name)
     # the Pyro pair is an nn.Module loss whose parameters are exactly this unit's
     loss_module = pyro.infer.Trace_ELBO()(pyro_model, pyro_guide)
     assert {id(p) for p in loss_module.parameters()} == {id(p) for p in model.net_.parameters()}
+
+
+def test_pyro_svi_trains_the_vae_as_genmems_own_loop_does_on_the_same_eps(digits):
+    X = torch.as_tensor(digits[:48])
+    model = VAE(**SMALL, dtype="float64").fit(X.numpy(), rng=0)
+    template = model._new_net(X.shape[1], model.likelihood_)
+    ours = Units.from_states(template, [model.net_.state_dict()], model._likelihood(model.likelihood_),
+                             torch.float64, "cpu").requires_grad_(True)
+    pyro_model, pyro_guide = model.pyro_model_guide(param_store=True)
+    drawn = []
+
+    def recording_guide(x):
+        with poutine.trace() as tr:
+            pyro_guide(x)
+        drawn.append(tr.trace.nodes["z"]["value"].detach())
+
+    svi = pyro.infer.SVI(pyro_model, recording_guide, pyro.optim.Adam({"lr": 0.01}), pyro.infer.Trace_ELBO())
+    torch.manual_seed(0)
+    losses = [svi.step(X) for _ in range(15)]
+    assert np.mean(losses[-3:]) < np.mean(losses[:3])
+    assert len(pyro.get_param_store()) == len(model.net_.state_dict())
+
+    opt = torch.optim.Adam(ours.leaves, lr=0.01)
+    for z in drawn:  # genmem's loss, the ε that Pyro drew, torch's Adam
+        loc, log_sigma = ours.encode(X.unsqueeze(0))
+        eps = ((z - loc[0].detach()) / log_sigma[0].detach().exp())[None, :, None, :]
+        loss = -ours.log_weights(ours.likelihood.data_terms(X.unsqueeze(0)), loc, log_sigma, eps).sum()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    trained = ours.unit_states()[0]
+    for name, value in model.net_.state_dict().items():  # SVI trained the model's own modules
+        torch.testing.assert_close(value, trained[name], rtol=1e-7, atol=1e-9, msg=name)
+
+
+def test_fit_keeps_checkpoints_for_tracin_like_the_kfold_units(digits, tmp_path):
+    X = digits[:120]
+    params = dict(SMALL, epochs=4, dtype="float64")
+    model = VAE(**params).fit(X, rng=5, checkpoints=2)
+    assert [label for _, _, label in model.checkpoints_] == ["epoch 2", "epoch 4"]
+    VAE(**params, checkpoints=2).fit_units(X, np.ones((1, len(X)), dtype=bool), [5], artifact_dir=tmp_path)
+    saved = torch.load(tmp_path / "unit_r0_k0.pt", weights_only=True)
+    for (state, lr, _), on_disk in zip(model.checkpoints_, saved["states"]):
+        assert lr == model.lr
+        for name, value in state.items():
+            torch.testing.assert_close(value, on_disk[name], rtol=0, atol=0)
+    own = influence_for(model, X, rng=0).self_influence()
+    np.testing.assert_allclose(own, vae_tracin(tmp_path / "unit_r0_k0.pt", seed=0).self_influence(X), rtol=1e-10)
+    with pytest.raises(GenmemError, match="checkpoints=C"):
+        influence_for(VAE(**params).fit(X, rng=5), X)
 
 
 @pytest.mark.parametrize("name", ["bernoulli", "logit-normal", "gaussian"])
@@ -343,9 +441,58 @@ def test_out_of_memory_becomes_a_clear_error(digits, monkeypatch):
     def boom(*args, **kwargs):
         raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
 
-    monkeypatch.setattr(_Units, "encode", boom)
+    monkeypatch.setattr(Units, "encode", boom)
     with pytest.raises(GenmemError, match="units-per-batch.*eval_chunk"):
         VAE(**SMALL).fit_units(digits[:30], np.ones((2, 30), dtype=bool), [1, 2])
+
+
+def test_out_of_memory_in_a_later_batch_keeps_the_completed_units(digits, tmp_path, monkeypatch):
+    batches = []
+    initialised, encode = Units.initialised.__func__, Units.encode
+
+    def count_batches(cls, *args, **kwargs):
+        batches.append(initialised(cls, *args, **kwargs))
+        return batches[-1]
+
+    def second_batch_runs_out(self, x):
+        if len(batches) > 1 and self is batches[1]:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
+        return encode(self, x)
+
+    monkeypatch.setattr(Units, "initialised", classmethod(count_batches))
+    monkeypatch.setattr(Units, "encode", second_batch_runs_out)
+    with pytest.raises(GenmemError, match="--units-per-batch, now 2"):
+        genmem.kfold(VAE(**SMALL), digits[:60], folds=2, repeats=2, units_per_batch=2, out=tmp_path / "run.h5")
+    assert genmem.read_result(tmp_path / "run.h5.partial").done.tolist() == [[True, True], [False, False]]
+
+
+def test_units_per_batch_auto_fills_the_free_gpu_memory(monkeypatch):
+    import genmem.models.vae.estimator as estimator
+
+    vae = VAE(**PRESETS["vdb-bmnist"]["model"])
+    assert vae.max_units_per_batch(np.zeros((10, 4))) is None  # on the CPU: the runner's default (K)
+    fixed = vae.memory_bytes(60000, 1024, 0)
+    per_unit = vae.memory_bytes(60000, 1024, 1) - fixed
+    n_params = sum(p.numel() for p in vae._new_net(1024, "bernoulli").parameters())
+    assert per_unit > 7 * 4 * n_params  # at least parameters, gradient, two moments and update temporaries
+    monkeypatch.setattr(estimator, "resolve_device", lambda device: torch.device("cuda"))
+    X = np.zeros((60000, 1024))
+    for free in (fixed / 0.85 + 10.5 * per_unit / 0.85, 139 * 2**30):
+        monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device, free=free: (int(free), 2**40))
+        assert vae.max_units_per_batch(X) == int((0.85 * int(free) - fixed) // per_unit)
+    assert vae.max_units_per_batch(X) >= 100  # all vdb-bmnist units fit on one H200
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device: (2**20, 2**40))
+    with pytest.raises(GenmemError, match="one VAE unit needs about"):
+        vae.max_units_per_batch(X)
+
+
+def test_cuda_without_a_gpu_is_a_one_line_error(monkeypatch):
+    from cli_helpers import assert_one_line_error, run
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    result = run(["kfold", "--model", "vae", "--folds", 2, "--epochs", 1, "--device", "cuda", "--limit", 20,
+                  "--out", "unused.h5"])
+    assert_one_line_error(result, "no CUDA GPU", "--device cpu")
 
 
 @pytest.mark.parametrize("params, match", [

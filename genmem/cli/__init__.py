@@ -1,7 +1,8 @@
 """The ``genmem`` command line: a thin layer over the library.
 
 Results go to stdout; progress and logs go to stderr. Bad input ends with a
-one-line ``Error: …`` that names the problem and the fix, and a non-zero exit.
+one-line ``Error: …`` that names the problem and the fix, and a non-zero exit;
+the library's warnings appear once each, as one ``Warning: …`` line on stderr.
 Ctrl-C and SIGTERM end a command the same way (temporary files removed, exit
 130 and 143); a closed stdout (``genmem info FILE | head``) ends it quietly.
 Subcommands are imported when they run, so an interruption while torch loads
@@ -11,6 +12,7 @@ import errno
 import importlib
 import logging
 import signal
+import warnings
 
 import click
 
@@ -20,7 +22,8 @@ from ..errors import GenmemError
 #: Subcommand name -> (module of genmem.cli, function).
 _COMMANDS = {"kfold": ("kfold", "kfold"), "top": ("top", "top"), "info": ("info", "info"),
              "influence": ("influence", "influence"), "neighbours": ("neighbours", "neighbours"),
-             "ct": ("neighbours", "ct"), "gan": ("gan", "gan"), "report": ("report", "report")}
+             "ct": ("neighbours", "ct"), "gan": ("gan", "gan"), "report": ("report", "report"),
+             "export": ("export", "export")}
 
 
 class Terminated(KeyboardInterrupt):
@@ -68,6 +71,11 @@ class _Group(click.Group):
             signal.signal(signal.SIGTERM, previous)
 
 
+def _show_warning(message, category, filename, lineno, file=None, line=None):
+    """Print a library warning as one line on stderr (Python's filters already show each one once)."""
+    click.echo(f"Warning: {message}", err=True)
+
+
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="genmem")
 @click.option("-v", "--verbose", count=True, help="More log output on stderr (-vv for debug).")
@@ -77,6 +85,7 @@ def main(verbose, threads):
     """Measure memorization in generative models."""
     logging.basicConfig(level=[logging.WARNING, logging.INFO, logging.DEBUG][min(verbose, 2)],
                         format="%(levelname)s %(name)s: %(message)s")
+    warnings.showwarning = _show_warning
     if threads is not None:
         import torch
 

@@ -18,6 +18,7 @@ from ..neighbours import NeighbourBank
 from ..neighbours.copying import DEFAULT_MIN_GENERATED
 from ..outputs import check_folder, claim, output_lock, write_json, write_png
 from ..plots import plot_tau_sweep
+from .figures import save_figure, use_agg
 from ..results.provenance import jsonable, provenance
 
 
@@ -190,7 +191,8 @@ def _sweep(data, bank, spec, seeds, train_args, n_samples, n_cells, inception, d
     table["data"] = data.info
     table["meta"] = provenance(device)
     write_json(out, jsonable(table), identity)
-    write_png(plot, lambda path: plot_tau_sweep(table, path), identity)
+    use_agg()
+    write_png(plot, lambda path: save_figure(plot_tau_sweep(table), path), identity)
     click.echo(f"wrote {out} and {plot}", err=True)
     if as_json:
         click.echo(json.dumps(table["summary"], indent=1))

@@ -11,10 +11,12 @@ from scipy.stats import spearmanr
 
 from ..device import DEVICES, resolve_device
 from ..errors import GenmemError
-from ..influence import GMMInfluence, KDEInfluence, KFoldTracIn, gather_influence
-from ..models import GMM
+from ..influence import KFoldTracIn, gather_influence, influence_for
+from ..models import KDE, MODELS
+from ..models.base import accepts_rng
 from ..outputs import check_folder, output_lock
 from ..results import add_views, read_result
+from ..results.provenance import import_qualified, rebuild
 from ..results.verify import check_stored_data
 from ..validation import check_data
 
@@ -22,37 +24,58 @@ from ..validation import check_data
 MAX_STORED = 1 << 27
 
 
-def influencer(result, file, *, device="auto", seed=0, draws=1, unbiased=False, projection_dim=None, chunk_size=16):
+def influencer(result, file, *, device="auto", seed=0, draws=1, unbiased=False, projection_dim=None, cosine=False,
+               chunk_size=16):
     """The object computing influence for the run in ``result``, and a function describing it.
 
-    KDE: the exact closed form on the run's data with its bandwidth. GMM: the
-    one-step approximation for a mixture fitted by EM on all of the run's
-    data, with the run's parameters and root seed. VAE: TracIn from the
-    units' checkpoints, averaged over the units that trained on each example.
+    VAE: TracIn from the units' checkpoints, averaged over the units that
+    trained on each example. Any other model is rebuilt from the run's
+    configuration (its class imported) and handed to
+    :func:`genmem.influence.influence_for`: the KDE's exact closed form on the
+    run's data; for the others a model fitted by its own ``fit`` on all of the
+    run's data with the run's parameters and root seed, then the GMM's one-step
+    approximation, or a custom model's ``influence_estimator`` hook.
 
     Returns
     -------
     (object with ``self_influence()`` and ``influence(Z)``, callable returning the attributes to store)
     """
-    name, params = result.config["model"]["name"], dict(result.config["model"]["params"])
+    name = result.config["model"]["name"]
     _stored_data(result, file)
     device = str(resolve_device(device))
     if name == "vae":
         inf = KFoldTracIn(result, file, draws=draws, seed=seed, projection_dim=projection_dim,
-                          chunk_size=chunk_size, device=device, unbiased=unbiased)
+                          normalize="cosine" if cosine else None, chunk_size=chunk_size, device=device,
+                          unbiased=unbiased)
         return inf, inf.attrs
-    if unbiased or projection_dim is not None or draws != 1:
-        raise GenmemError(f"--unbiased, --draws and --projection-dim apply to VAE runs; {file} is a {name} run")
-    if name == "kde":
-        inf = KDEInfluence(result.x, params["bandwidth"], device=device, dtype=params.get("dtype", "float64"))
-        return inf, lambda: {"method": "kde-closed-form", "bandwidth": inf.bandwidth_}
-    if name == "gmm":
-        params["device"] = device
-        gmm = GMM(**params).fit(result.x, rng=int(result.config["seed"]))
-        return GMMInfluence(gmm, result.x, device=device), lambda: {
-            "method": "gmm-one-step", "fit": "GMM fitted by EM on all rows with the run's parameters",
-            "fit_seed": int(result.config["seed"]), "converged": gmm.converged_}
-    raise GenmemError(f"{file} is a {name} run; influence is available for kde, gmm and vae runs")
+    if unbiased or projection_dim is not None or draws != 1 or cosine:
+        raise GenmemError(f"--unbiased, --draws, --cosine and --projection-dim apply to VAE runs; {file} is a {name} run")
+    model = _run_model(result)
+    if "device" in model.get_params(deep=False):
+        model.set_params(device=device)
+    fit_seed = int(result.config["seed"])
+    described = {}
+    if not isinstance(model, KDE):
+        model = model.fit(result.x, rng=fit_seed) if accepts_rng(model.fit) else model.fit(result.x)
+        described = {"fit": f"{type(model).__name__} fitted on all rows with the run's parameters",
+                     "fit_seed": fit_seed}
+        if hasattr(model, "converged_"):
+            described["converged"] = bool(model.converged_)
+    inf = influence_for(model, result.x, rng=fit_seed, device=device)
+    method = inf.attrs() if callable(getattr(inf, "attrs", None)) else {"method": type(inf).__name__}
+    return inf, lambda: {**method, **described}
+
+
+def _run_model(result):
+    """A new, unfitted model of the run: a registered model from its name, any other from its recorded class."""
+    spec = result.config["model"]
+    if spec["name"] in MODELS:
+        return MODELS[spec["name"]](**spec["params"])
+    if "class" not in spec:
+        raise GenmemError(f"the run records no class for its model {spec['name']!r}; re-run it with this genmem")
+    what = f"the model {spec['name']!r}"
+    cls = import_qualified(spec["class"], f"the class of {what}")
+    return cls(**rebuild(spec["params"], f"a parameter of {what}"))
 
 
 def _stored_data(result, file):
@@ -135,12 +158,14 @@ def _row_info(result, i, score):
 @click.option("--draws", default=1, show_default=True, help="VAE: ε draws per example in the −ELBO.")
 @click.option("--unbiased", is_flag=True,
               help="VAE: unbiased self-influence (gradients under two independent ε draws).")
+@click.option("--cosine", is_flag=True,
+              help="VAE: gradient-normalised TracIn (cosine of gradients; self-influence needs --unbiased).")
 @click.option("--projection-dim", type=int, help="VAE: random projection of gradients for test influence.")
 @click.option("--chunk-size", default=16, show_default=True,
               help="VAE: examples per gradient chunk (larger on a GPU, e.g. 256).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of tables.")
-def influence(file, self_, test_index, test_data, top_k, device, seed, draws, unbiased, projection_dim, chunk_size,
-              as_json):
+def influence(file, self_, test_index, test_data, top_k, device, seed, draws, unbiased, cosine, projection_dim,
+              chunk_size, as_json):
     """Influence of the training examples of a results FILE, stored in it as views.
 
     IF(x, z) = ℓ(z; D without x) − ℓ(z; D), ℓ = −log p (−ELBO for a VAE):
@@ -156,12 +181,12 @@ def influence(file, self_, test_index, test_data, top_k, device, seed, draws, un
         raise GenmemError(f"-k must be at least 1; got {top_k}")
     check_folder(file, "FILE")  # the views are written into FILE: its folder must be writable
     with output_lock(file):
-        _influence(file, self_, test_index, test_data, top_k, device, seed, draws, unbiased, projection_dim,
+        _influence(file, self_, test_index, test_data, top_k, device, seed, draws, unbiased, cosine, projection_dim,
                    chunk_size, as_json)
 
 
-def _influence(file, self_, test_index, test_data, top_k, device, seed, draws, unbiased, projection_dim, chunk_size,
-               as_json):
+def _influence(file, self_, test_index, test_data, top_k, device, seed, draws, unbiased, cosine, projection_dim,
+               chunk_size, as_json):
     result = read_result(file)
     if not result.complete:
         raise GenmemError(f"{file} holds an unfinished run; finish it with the same 'genmem kfold' command first")
@@ -170,7 +195,7 @@ def _influence(file, self_, test_index, test_data, top_k, device, seed, draws, u
     if testing:  # checked before any computation
         Z, source, rows = _test_points(result, file, test_index, test_data)
     inf, describe = influencer(result, file, device=device, seed=seed, draws=draws, unbiased=unbiased,
-                               projection_dim=projection_dim, chunk_size=chunk_size)
+                               projection_dim=projection_dim, cosine=cosine, chunk_size=chunk_size)
     report, views, attrs = {}, {}, {}
     if self_:
         values = inf.self_influence()

@@ -35,7 +35,21 @@ def _widths(ctx, param, value):
 
 #: VAE options passed to the model only when given (the model's defaults live in the VAE class).
 VAE_OPTIONS = ("latent_dim", "hidden", "arch", "likelihood", "epochs", "batch_size", "lr", "num_samples",
-               "checkpoints", "eval_every")
+               "checkpoints", "eval_every", "tf32", "cuda_graph", "compile")
+#: Flow options passed to the model only when given.
+FLOW_OPTIONS = ("layers", "hidden", "epochs", "batch_size", "lr")
+
+
+def _units_per_batch(ctx, param, value):
+    if value in (None, "auto"):
+        return value
+    try:
+        units = int(value)
+    except ValueError:
+        units = 0
+    if units < 1:
+        raise click.BadParameter(f"expected a positive number of units or 'auto'; got {value!r}")
+    return units
 
 
 def model_params(name, options, prepared):
@@ -45,6 +59,8 @@ def model_params(name, options, prepared):
     if name == "gmm":
         return {"n_components": options["components"], "covariance_type": options["covariance"],
                 "n_init": options["n_init"], "reg_covar": options["reg_covar"], "max_iter": options["max_iter"]}
+    if name == "flow":
+        return {key: options[key] for key in FLOW_OPTIONS if options[key] is not None}
     params = {key: options[key] for key in VAE_OPTIONS if options[key] is not None}
     if prepared.info.get("binarize") == "dynamic":
         params["binarize"] = "dynamic"
@@ -79,7 +95,8 @@ def _apply_preset(ctx, args):
 @click.option("--pca", type=int, help="Project onto this many principal components first.")
 @click.option("--binarize", type=click.Choice(["fixed", "dynamic"]), help="Binarize pixels (dynamic: VAE only).")
 @click.option("--dequantize/--no-dequantize", default=None,
-              help="Uniform dequantization of discrete pixel values [default: on for the VAE on grey levels].")
+              help="Uniform dequantization of discrete pixel values [default: on for the VAE and the flow on "
+                   "grey levels].")
 @click.option("--pad-to", type=int, help="Zero-pad square images to this size (e.g. 32).")
 @click.option("--bandwidth", default="scott", show_default=True, help="KDE: float, scott, silverman or cv.")
 @click.option("--components", default=10, show_default=True, help="GMM: mixture components.")
@@ -89,19 +106,28 @@ def _apply_preset(ctx, args):
 @click.option("--reg-covar", default=1e-6, show_default=True, help="GMM: added to covariance diagonals.")
 @click.option("--max-iter", default=100, show_default=True, help="GMM: EM iterations at most.")
 @click.option("--latent-dim", type=int, help="VAE: latent size.")
-@click.option("--hidden", callback=_widths, help="VAE: encoder widths, e.g. 512,256 (decoder mirrors).")
+@click.option("--hidden", callback=_widths,
+              help="VAE: encoder widths, e.g. 512,256 (decoder mirrors); Flow: widths of each coupling MLP.")
 @click.option("--arch", type=click.Choice(["mlp", "conv"]), help="VAE: encoder/decoder architecture.")
 @click.option("--likelihood", type=click.Choice(["bernoulli", "logit-normal", "gaussian"]),
               help="VAE: p(x|z) [default: from the data].")
-@click.option("--epochs", type=int, help="VAE: training epochs.")
-@click.option("--batch-size", type=int, help="VAE: minibatch size.")
-@click.option("--lr", type=float, help="VAE: Adam learning rate.")
+@click.option("--epochs", type=int, help="VAE/Flow: training epochs.")
+@click.option("--batch-size", type=int, help="VAE/Flow: minibatch size.")
+@click.option("--lr", type=float, help="VAE/Flow: Adam learning rate.")
+@click.option("--layers", type=int, help="Flow: affine coupling layers.")
 @click.option("--num-samples", type=int, help="VAE: importance samples per example for log p.")
 @click.option("--checkpoints", type=int, help="VAE: checkpoints saved per unit (for influence).")
 @click.option("--eval-every", type=int, help="VAE: also evaluate log p every E epochs (/units/loglik_epochs).")
+@click.option("--tf32/--no-tf32", default=None, help="VAE on CUDA: TF32 float32 matrix products [default: on].")
+@click.option("--cuda-graph/--no-cuda-graph", default=None,
+              help="VAE on CUDA: replay training steps from one captured CUDA graph [default: on].")
+@click.option("--compile/--no-compile", default=None,
+              help="VAE: torch.compile the Adam update and random draws into fused kernels [default: off].")
 @click.option("--estimator", type=click.Choice(ESTIMATORS), default=ESTIMATORS[0], show_default=True,
               help="Estimator stored as /scores/memorization (both are stored).")
-@click.option("--units-per-batch", type=int, help="Units fitted together (default: K).")
+@click.option("--units-per-batch", callback=_units_per_batch,
+              help="Units fitted together: a number or auto [default: auto: as many as fit in GPU memory "
+                   "for the VAE on CUDA, else K].")
 @click.option("--seed", default=0, show_default=True, type=click.IntRange(min=0),
               help="Root seed of folds, models and dequantization.")
 @click.option("--device", type=click.Choice(DEVICES), default="auto", show_default=True)
@@ -121,7 +147,7 @@ def kfold(ctx, **args):
     if args["preset"]:
         _apply_preset(ctx, args)
     if args["model_name"] is None:
-        raise GenmemError("no model chosen; pass --model kde, gmm or vae (or a --preset)")
+        raise GenmemError("no model chosen; pass --model kde, gmm, vae or flow (or a --preset)")
     _run(**args)
 
 
@@ -135,8 +161,8 @@ def _run(model_name, preset, folds, repeats, dataset, data_dir, split, limit, pc
         if limit < 2:
             raise GenmemError(f"--limit must be at least 2; got {limit}")
         data = dataclasses.replace(data, x=data.x[:limit], labels=data.labels[:limit], index=data.index[:limit])
-    if dequantize is None:  # the VAE's logit-normal needs continuous values: dequantize grey levels
-        dequantize = model_name == "vae" and binarize is None and (data.levels or 0) > 2
+    if dequantize is None:  # the VAE's logit-normal and the flow need continuous values: dequantize grey levels
+        dequantize = model_name in ("vae", "flow") and binarize is None and (data.levels or 0) > 2
     prepared = prepare(data, pca=pca, binarize=binarize, dequantize=dequantize, pad_to=pad_to, seed=seed)
     model = make_model(model_name, **model_params(model_name, options, prepared))
     name = dataset.split(":", 1)[-1]
@@ -146,6 +172,7 @@ def _run(model_name, preset, folds, repeats, dataset, data_dir, split, limit, pc
     try:
         result = run_kfold(model, prepared.X, folds=folds, repeats=repeats, seed=seed, estimator=estimator,
                            device=device, units_per_batch=units_per_batch, labels=prepared.labels,
+                           label_names=prepared.label_names,
                            index=prepared.index, images=prepared.images, data_info=prepared.info,
                            store_data=not no_store_data, out=out, force=force, restart=restart,
                            progress=not quiet, argv=sys.argv)

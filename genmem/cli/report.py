@@ -44,9 +44,11 @@ def report(file, count, plot, force, as_json):
             click.echo(f"mean standard error of memorization over R={run['R']} repeats: {summary['mean_stderr']:.4g}")
     if plot:
         from ..plots import plot_report
+        from .figures import save_figure, use_agg
 
+        use_agg()
         views = {name: result.values(name) for name in summary["summaries"] if name != "memorization"}
-        write_plot(plot, result, lambda path: plot_report(result.memorization, views, path))
+        write_plot(plot, result, lambda path: save_figure(plot_report(result.memorization, views), path))
         click.echo(f"wrote {plot}", err=True)
 
 

@@ -26,6 +26,7 @@ import numpy as np
 
 from ..errors import GenmemError
 from ..validation import check_allocation
+from .labels import encode_labels
 
 logger = logging.getLogger(__name__)
 
@@ -73,6 +74,9 @@ class Dataset:
         images, 2 for binary images); None for continuous data.
     source : str
         The file the examples were read from, or ``"sklearn"``.
+    label_names : list of str, optional
+        The class each label code stands for (``label_names[c]`` for code
+        ``c``), where the source names its classes.
     """
 
     x: np.ndarray
@@ -83,6 +87,7 @@ class Dataset:
     image_shape: tuple
     levels: int | None
     source: str
+    label_names: list | None = None
 
     def __len__(self):
         return len(self.x)
@@ -467,16 +472,8 @@ def _array_dataset(name, split, x, y, path):
             f"{name}: {path} contains NaN or inf in {len(rows)} example(s) (first: {rows[0]}); "
             "remove or impute them"
         )
-    if y is None:
-        labels = np.full(len(x), -1, np.int64)
-    else:
-        y = np.asarray(y)
-        if y.shape != (len(x),) or y.dtype.kind not in "uif" or not np.array_equal(y, np.round(y)):
-            raise GenmemError(
-                f"{name}: labels in {path} must be {len(x)} integers, one per example; got {y.dtype} {y.shape}"
-            )
-        labels = y.astype(np.int64)
-    return Dataset(x, labels, np.arange(len(x)), name, split, x.shape[1:], _infer_levels(x), str(path))
+    labels, names = encode_labels(y, len(x), name=f"{name}: labels in {path}")
+    return Dataset(x, labels, np.arange(len(x)), name, split, x.shape[1:], _infer_levels(x), str(path), names)
 
 
 def _infer_levels(x):
@@ -529,7 +526,8 @@ def _load_folder(name, root, split):
     x = np.stack([np.asarray(image.convert(mode), dtype=np.uint8) for image in images])
     labels = np.array([classes[rel.parts[0]] if classes else -1 for rel in files], np.int64)
     logger.info("loaded %s: %d %s images from %s", name, len(x), mode, root)
-    return Dataset(x, labels, np.arange(len(x)), name, split, x.shape[1:], 256, str(root))
+    names = sorted(classes, key=classes.get) if classes else None
+    return Dataset(x, labels, np.arange(len(x)), name, split, x.shape[1:], 256, str(root), names)
 
 
 # -- search helpers ---------------------------------------------------------------------

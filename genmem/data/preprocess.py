@@ -13,7 +13,7 @@ import numpy as np
 from ..errors import GenmemError
 from ..seeds import DEQUANTIZE, stream_rng
 from ..validation import check_allocation, has_spread
-from .loaders import Dataset
+from .loaders import Dataset, _array_dataset
 
 BINARIZE_MODES = ("fixed", "dynamic")
 BINARIZE_THRESHOLD = 0.5
@@ -39,6 +39,8 @@ class Prepared:
     pca : sklearn.decomposition.PCA or None
         The fitted PCA, to map further data (``pca.transform``) or model
         samples (``pca.inverse_transform``) between the spaces.
+    label_names : list of str or None
+        The class of each label code, where the data name their classes.
     """
 
     X: np.ndarray
@@ -47,10 +49,11 @@ class Prepared:
     images: np.ndarray
     info: dict
     pca: object = None
+    label_names: list = None
 
 
-def prepare(dataset, *, scale=True, pca=None, binarize=None, dequantize=False, pad_to=None, seed=0):
-    """Preprocess ``dataset`` for a density model, recording every step.
+def prepare(dataset, *, labels=None, scale=True, pca=None, binarize=None, dequantize=False, pad_to=None, seed=0):
+    """Preprocess ``dataset`` (a loaded dataset or your own array) for a density model, recording every step.
 
     Steps, in order:
 
@@ -71,8 +74,14 @@ def prepare(dataset, *, scale=True, pca=None, binarize=None, dequantize=False, p
 
     Parameters
     ----------
-    dataset : Dataset
-        From :func:`genmem.data.load_dataset`.
+    dataset : Dataset or array [N, ...]
+        From :func:`genmem.data.load_dataset`, or your own examples: a NumPy
+        array or torch tensor (integers are read as discrete levels, floats
+        as continuous values, [N, D] as tabular rows, [N, H, W(, C)] as images).
+    labels : sequence [N], optional
+        With an array: each example's class, of any hashable type (strings
+        become codes 0, 1, … in sorted order, their names kept in
+        ``label_names``); see :func:`genmem.data.encode_labels`.
     scale : bool
         Rescale to [0, 1] (see step 3).
     pca : int, optional
@@ -94,7 +103,8 @@ def prepare(dataset, *, scale=True, pca=None, binarize=None, dequantize=False, p
         ``scale_offset``, ``scale_divisor``, ``dequantize``, ``binarize``,
         ``binarize_threshold``, ``pca``, ``pca_explained_variance_ratio``
         (sum over the kept components), ``n_features``, ``seed``,
-        ``log_jacobian`` and ``units``.
+        ``log_jacobian``, ``units`` and, where the data name their classes,
+        ``label_names``.
 
     Notes
     -----
@@ -120,7 +130,14 @@ def prepare(dataset, *, scale=True, pca=None, binarize=None, dequantize=False, p
     Padded pixels count in D: the units then refer to the padded image.
     """
     if not isinstance(dataset, Dataset):
-        raise GenmemError(f"prepare needs a Dataset from genmem.data.load_dataset; got {type(dataset).__name__}")
+        if hasattr(dataset, "detach"):  # a torch tensor
+            dataset = dataset.detach().cpu().numpy()
+        if not isinstance(dataset, (np.ndarray, list, tuple)):
+            raise GenmemError(f"prepare needs a Dataset from genmem.data.load_dataset or an array [N, ...]; "
+                              f"got {type(dataset).__name__}")
+        dataset = _array_dataset("array", "train", dataset, labels, "array")
+    elif labels is not None:
+        raise GenmemError("labels= is for arrays: a Dataset carries its own labels (dataset.labels)")
     if binarize is not None and binarize not in BINARIZE_MODES:
         raise GenmemError(f"binarize must be None, 'fixed' or 'dynamic'; got {binarize!r}")
     if binarize is not None and dequantize:
@@ -145,7 +162,8 @@ def prepare(dataset, *, scale=True, pca=None, binarize=None, dequantize=False, p
 
     offset, divisor = _unit_range(X, dataset.levels)
     images = ((X - offset) / (divisor or 1.0)).astype(np.float32).reshape(n, *shape)
-    where = f"{'x'.join(map(str, shape))} {'padded ' if pad_to is not None else ''}image"
+    where = (f"{'x'.join(map(str, shape))} {'padded ' if pad_to is not None else ''}image" if len(shape) > 1
+             else f"rows of {shape[0]} features")
     if dequantize:
         offset, divisor = 0.0, float(dataset.levels) if scale else 1.0
         X += stream_rng(seed, DEQUANTIZE).random(X.shape)
@@ -206,7 +224,9 @@ def prepare(dataset, *, scale=True, pca=None, binarize=None, dequantize=False, p
         "log_jacobian": float(log_jacobian),
         "units": units,
     }
-    return Prepared(X, dataset.labels, dataset.index, images, info, fitted)
+    if dataset.label_names is not None:
+        info["label_names"] = list(dataset.label_names)
+    return Prepared(X, dataset.labels, dataset.index, images, info, fitted, dataset.label_names)
 
 
 def bits_per_dim(log_p, n_dims):

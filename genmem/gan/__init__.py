@@ -8,10 +8,10 @@ built-in DCGAN/MLP pairs of :mod:`genmem.gan.nets` with it and measure C_T and
 FD_f on samples of the unrejected generator; :func:`write_gan` stores a run.
 """
 from .nets import DCGANDiscriminator, DCGANGenerator, MLPDiscriminator, MLPGenerator, make_gan
-from .rejection import MemorizationRejection, resolve_tau
+from .rejection import MemorizationRejection, RejectionWarning, resolve_tau
 from .train import (GANData, GANEvaluation, GANRun, evaluate_gan, frechet_distance, load_gan_data, read_gan,
                     sample_images, sweep_tau, to_nchw, train_gan, write_gan)
 
-__all__ = ["MemorizationRejection", "resolve_tau", "make_gan", "DCGANGenerator", "DCGANDiscriminator", "MLPGenerator",
+__all__ = ["MemorizationRejection", "RejectionWarning", "resolve_tau", "make_gan", "DCGANGenerator", "DCGANDiscriminator", "MLPGenerator",
            "MLPDiscriminator", "GANData", "GANRun", "GANEvaluation", "load_gan_data", "to_nchw", "train_gan",
            "evaluate_gan", "sample_images", "frechet_distance", "sweep_tau", "write_gan", "read_gan"]

@@ -16,6 +16,16 @@ of the noisy gradient (``E|g|² = |E g|² + tr Cov g``); the unbiased version
 ``Σ_c η_c ∇ℓ(x; θ_c, ε⁰) · ∇ℓ(x; θ_c, ε¹)`` uses two independent draws
 (streams 0 and 1), so it equals the diagonal of ``influence(X, X)``.
 
+Gradient-normalised TracIn (``normalize="cosine"``): every per-example
+gradient is divided by its norm before the inner products, so
+``TracIn_cos(x, z) = Σ_c η_c cos(∇ℓ(x; θ_c), ∇ℓ(z; θ_c))`` — rows with large
+gradients no longer dominate every test point as "generally influential"
+(the renormalisation of Hammoudeh & Lowd 2022; Barshan et al. 2020's RelatIF
+has the same aim). Its self-influence is the cosine between the gradients of
+two independent noise draws (``unbiased=True``): how consistently training
+pushes on a row (without noise, or with one draw, it is ``Σ_c η_c`` for
+every row and is refused).
+
 With ``projection_dim = d`` the gradients are multiplied by a seeded random
 ``P × d`` matrix ``R`` with independent entries ``±1/√d`` (Rademacher) or
 ``N(0, 1/d)`` (Gaussian), ``E[R Rᵀ] = I``, so projected inner products are
@@ -26,10 +36,12 @@ influence becomes one matrix product.
 """
 import hashlib
 import io
+import inspect
 import json
 import logging
 import math
 import numbers
+import warnings
 from pathlib import Path
 from typing import NamedTuple
 
@@ -48,6 +60,7 @@ from ..validation import check_data
 log = logging.getLogger(__name__)
 
 PROJECTIONS = ("rademacher", "gaussian")
+NORMALIZATIONS = (None, "cosine")
 
 #: Rows of the projection matrix generated at a time (one seeded stream per block).
 PROJECTION_BLOCK = 1 << 16
@@ -180,8 +193,24 @@ class _Projection:
         return out
 
 
+def _required_positional(fn):
+    """How many positional arguments ``fn`` requires, or None when its signature cannot be read."""
+    try:
+        params = inspect.signature(fn).parameters.values()
+    except (TypeError, ValueError):
+        return None
+    if any(p.kind == inspect.Parameter.VAR_POSITIONAL for p in params):
+        return None
+    return sum(1 for p in params if p.default is inspect.Parameter.empty
+               and p.kind in (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD))
+
+
 class TracIn:
     """TracInCP influence of training examples from saved checkpoints.
+
+    Built, as captum's ``TracInCP``, from the model (its per-example loss and
+    checkpoints) and its training data; :meth:`self_influence` scores the
+    training rows, :meth:`influence` the training rows' influence on test rows.
 
     Parameters
     ----------
@@ -197,6 +226,9 @@ class TracIn:
     checkpoints : sequence of Checkpoint or (params, lr[, label])
         The saved parameter states θ_c with learning rates η_c > 0; all with
         the same parameter names and shapes.
+    train : array or Tensor [N, ...], optional
+        The training examples (noise stream 0) that :meth:`self_influence` and
+        :meth:`influence` score; each call may pass others instead.
     noise_shape : tuple of int, optional
         Shape of the standard-normal draw each example's loss takes (e.g.
         ``(S, L)``: S reparameterisation draws of an L-dimensional latent).
@@ -204,6 +236,8 @@ class TracIn:
         Project gradients to this many dimensions in :meth:`influence` (see the
         module docstring); ``None`` computes exact inner products.
     projection : {"rademacher", "gaussian"}, default="rademacher"
+    normalize : {None, "cosine"}, default=None
+        ``"cosine"``: gradient-normalised TracIn (see the module docstring).
     seed : int, default=0
         Root of the noise draws and the projection matrix.
     chunk_size : int, default=16
@@ -225,11 +259,21 @@ class TracIn:
     memory at the cost of time.
     """
 
-    def __init__(self, loss, checkpoints, *, noise_shape=None, projection_dim=None, projection="rademacher",
-                 seed=0, chunk_size=16, device="cpu"):
+    def __init__(self, loss, checkpoints, train=None, *, noise_shape=None, projection_dim=None,
+                 projection="rademacher", normalize=None, seed=0, chunk_size=16, device="cpu"):
         if not callable(loss):
             raise GenmemError(f"loss must be a callable loss(params, x[, eps]); got {type(loss).__name__}")
+        required = _required_positional(loss)
+        if required == 3 and noise_shape is None:
+            raise GenmemError("the loss takes a noise draw, loss(params, x, eps), but noise_shape is not given; pass "
+                              "noise_shape=(S, L), e.g. (1, vae.latent_dim) for vae_negative_elbo(vae)")
+        if required == 2 and noise_shape is not None:
+            raise GenmemError(f"noise_shape={tuple(noise_shape)} is given but the loss takes no noise, "
+                              "loss(params, x); drop noise_shape or give the loss an eps argument")
+        if normalize not in NORMALIZATIONS:
+            raise GenmemError(f"normalize must be None or 'cosine'; got {normalize!r}")
         self.loss = loss
+        self.normalize = normalize
         self.device = resolve_device(device)
         self.checkpoints = self._check_checkpoints(checkpoints)
         first = self.checkpoints[0].params
@@ -250,6 +294,7 @@ class TracIn:
             {n: p.numel() for n, p in first.items()}, self.projection_dim, projection, self.seed, self.device,
             self.dtype)
         self._cache = None  # (key of X, projected training features)
+        self.train = None if train is None else self._rows(train, "train")
         if noise_shape is None:
             self._grad = vmap(grad(lambda p, x: loss(p, x)), in_dims=(None, 0))
         else:
@@ -326,9 +371,24 @@ class TracIn:
             yield slice(start, min(start + self.chunk_size, n))
 
     def gradients(self, params, X, eps=None):
-        """Per-example gradients ``∇_θ ℓ(x; θ)`` of rows ``X`` [c, ...] (tensor): name → [c, *shape], on the device."""
+        """Per-example gradients ``∇_θ ℓ(x; θ)`` of rows ``X`` [c, ...] (tensor): name → [c, *shape], on the device.
+
+        With ``normalize="cosine"`` each row's gradient is divided by its norm
+        (over all parameters; a zero gradient stays zero).
+        """
         X = X.to(self.device)
-        return self._grad(params, X) if self.noise_shape is None else self._grad(params, X, eps.to(self.device))
+        try:
+            grads = self._grad(params, X) if self.noise_shape is None else self._grad(params, X, eps.to(self.device))
+        except TypeError as exc:
+            if "positional argument" not in str(exc):
+                raise
+            raise GenmemError(f"the loss does not take the arguments TracIn passes ({exc}); with noise_shape it is "
+                              "called as loss(params, x, eps), without as loss(params, x)") from None
+        if self.normalize == "cosine":
+            norm = torch.sqrt(sum(g.reshape(g.shape[0], -1).square().sum(1) for g in grads.values()))
+            scale = torch.where(norm > 0, 1.0 / norm, torch.zeros_like(norm))
+            grads = {name: g * scale.view(-1, *([1] * (g.dim() - 1))) for name, g in grads.items()}
+        return grads
 
     @staticmethod
     def _inner(ga, gb):
@@ -366,23 +426,44 @@ class TracIn:
         return self._cache[1]
 
     # -- influence ----------------------------------------------------------------
-    def self_influence(self, X, *, unbiased=False):
-        """``TracIn(x, x)`` of every row of ``X``, exact (never projected).
+    def attrs(self):
+        """What produces the values, for a results file."""
+        return {"method": "tracin", "checkpoints": [ck.label for ck in self.checkpoints],
+                "lrs": [ck.lr for ck in self.checkpoints], "normalize": self.normalize or "none",
+                "noise_shape": list(self.noise_shape or []), "projection_dim": self.projection_dim or 0,
+                "seed": self.seed}
+
+    def _train_rows(self, X):
+        """The training rows: ``X`` when given (checked), else those given to the constructor."""
+        if X is not None:
+            return self._rows(X, "X")
+        if self.train is None:
+            raise GenmemError("this TracIn has no training data: build it with TracIn(loss, checkpoints, train=X) "
+                              "or pass the rows to score")
+        return self.train
+
+    def self_influence(self, X=None, *, unbiased=False):
+        """``TracIn(x, x)`` of every training row (or of the rows ``X``), exact (never projected).
 
         Parameters
         ----------
-        X : array or Tensor [N, ...]
+        X : array or Tensor [N, ...], optional
+            Rows to score instead of the training data given to the constructor.
         unbiased : bool, default=False
             Dot product of the gradients under two independent noise draws
             (streams 0 and 1) instead of the squared norm under one (stream 0),
             removing the upward bias of a noisy gradient; equal to the plain
-            value for a loss without noise.
+            value for a loss without noise. Required with ``normalize="cosine"``.
 
         Returns
         -------
         ndarray of float64 [N]
         """
-        X = self._rows(X, "X")
+        if self.normalize == "cosine" and not (unbiased and self.noise_shape is not None):
+            raise GenmemError("the gradient-normalised self-influence of one gradient is Σ_c η_c for every row; "
+                              "use unbiased=True with a noisy loss (the cosine between two draws' gradients) or "
+                              "normalize=None")
+        X = self._train_rows(X)
         eps0 = self.noise(X.shape[0], TRAIN_STREAM)
         eps1 = self.noise(X.shape[0], TEST_STREAM) if unbiased else eps0
         out = torch.zeros(X.shape[0], dtype=torch.float64)
@@ -415,29 +496,51 @@ class TracIn:
             zs = slice(start, min(start + rows, Z.shape[0]))
             yield zs, (fz[zs] @ fx.T).double()
 
-    def influence(self, Z, X, k=None):
-        """``TracIn(x_i, z)`` of every training row ``x_i`` of ``X`` on every test row ``z`` of ``Z``.
+    def influence(self, test, *args, k=None, train=None):
+        """``TracIn(x_i, z)`` of every training row ``x_i`` on every test row ``z``: ``influence(test, k=None)``.
 
         Parameters
         ----------
-        Z : array or Tensor [n_z, ...]
+        test : array or Tensor [n_z, ...]
             Test points (noise stream 1).
-        X : array or Tensor [N, ...]
-            Training examples (noise stream 0); with a projection their
-            projected gradients are cached for the next call with the same ``X``.
-        k : int, optional
+        k : int, optional (also the second positional argument)
             Return only the ``k`` strongest proponents and opponents per test point
             (the full matrix is still built without a projection).
+        train : array or Tensor [N, ...], optional
+            Training examples (noise stream 0) instead of those given to the
+            constructor; with a projection their projected gradients are
+            cached for the next call with the same rows.
 
         Returns
         -------
         ndarray [n_z, N] (float64), or :class:`TopInfluence` when ``k`` is given.
+
+        Notes
+        -----
+        The form of genmem 0.1, ``influence(Z, X[, k])`` with the training
+        rows second, still works and warns (``DeprecationWarning``).
         """
-        X = self._rows(X, "X")
-        Z = self._rows(Z, "Z", like=X)
+        k, train = _legacy_arguments(args, k, train)
+        X = self._train_rows(train)
+        Z = self._rows(test, "Z", like=X)
         with torch.no_grad():
             blocks = self._exact_blocks(Z, X) if self._project is None else self._projected_blocks(Z, X)
             return gather_influence(blocks, Z.shape[0], X.shape[0], k)
+
+
+def _legacy_arguments(args, k, train):
+    """``(k, train)`` from :meth:`TracIn.influence`'s positional arguments: ``(k,)``, or 0.1's ``(X[, k])``."""
+    if not args:
+        return k, train
+    if len(args) == 1 and (args[0] is None or isinstance(args[0], (int, np.integer))):
+        if k is not None:
+            raise TypeError("influence() got k twice (positionally and as k=)")
+        return args[0], train
+    if len(args) > 2 or train is not None:
+        raise TypeError("influence(test, k=None, *, train=None) takes at most two positional arguments")
+    warnings.warn("TracIn.influence(Z, X, k) is deprecated: give the training rows to TracIn(..., train=X) "
+                  "(or as train=X) and call influence(Z, k=k)", DeprecationWarning, stacklevel=3)
+    return (args[1] if len(args) == 2 else k), args[0]
 
 
 def module_loss(module, criterion):
@@ -576,7 +679,7 @@ class KFoldTracIn:
     path : path-like
         The results file; its config's ``artifact_dir`` (relative to it) holds
         the units' checkpoint files ``unit_r{r}_k{k}.pt``.
-    draws, seed, projection_dim, chunk_size, device
+    draws, seed, projection_dim, normalize, chunk_size, device
         As for :func:`vae_tracin` and :class:`TracIn` (the same ``seed`` for every unit).
     unbiased : bool, default=False
         Self-influence from two independent ε draws (see :meth:`TracIn.self_influence`).
@@ -594,8 +697,8 @@ class KFoldTracIn:
         checkpoint file is missing or belongs to another run or model.
     """
 
-    def __init__(self, result, path, *, draws=1, seed=0, projection_dim=None, chunk_size=16, device="cpu",
-                 unbiased=False):
+    def __init__(self, result, path, *, draws=1, seed=0, projection_dim=None, normalize=None, chunk_size=16,
+                 device="cpu", unbiased=False):
         name = result.config["model"]["name"]
         if name != "vae":
             raise GenmemError(f"{path} is a {name} run; TracIn from checkpoints needs a VAE run")
@@ -619,7 +722,7 @@ class KFoldTracIn:
         check_manifest(folder, [p.name for p in self.files.values()], result.config["fingerprint"],
                        result.config["data_sha256"])
         self.options = dict(draws=_positive_int(draws, "draws"), seed=seed, projection_dim=projection_dim,
-                            chunk_size=chunk_size, device=device)
+                            normalize=normalize, chunk_size=chunk_size, device=device)
         self.unbiased = bool(unbiased)
         self.labels, self.lrs = None, None
         self._loaded = {}  # unit (r, k) -> its TracIn
@@ -676,7 +779,7 @@ class KFoldTracIn:
         Z = check_data(Z, name="test data", n_features=X.shape[1])
         total, count = np.zeros((len(Z), len(X))), np.zeros(len(X))
         for mask, tr in self._units():
-            total[:, mask] += tr.influence(Z, X[mask])
+            total[:, mask] += tr.influence(Z, train=X[mask])
             count[mask] += 1
         matrix = torch.as_tensor(total / count)
         return gather_influence([(slice(0, len(Z)), matrix)], len(Z), len(X), k)

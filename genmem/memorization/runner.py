@@ -20,14 +20,17 @@ from pathlib import Path
 
 import numpy as np
 
+from ..data.labels import encode_labels
 from ..device import resolve_device
 from ..errors import GenmemError
 from ..models import MODELS, DensityModel
+from ..models.base import UnitError
 from ..outputs import check_folder, check_not_input, clean_stale, output_lock, temporary_folder
 from ..results import KFoldResult, read_result, write_result
-from ..results.provenance import data_sha256, jsonable, now, provenance
+from ..results.provenance import data_sha256, jsonable, now, provenance, qualified_name
 from ..validation import check_allocation, check_data
 from .artifacts import artifact_folder, claim_folder, publish
+from .checks import warn_implausible_scores
 from .estimators import DEFAULT_ESTIMATOR, ESTIMATORS, memorization_scores
 from .folds import check_fold_args, make_folds, unit_seed
 
@@ -35,7 +38,8 @@ log = logging.getLogger(__name__)
 
 #: Model parameters that change how, not what, is computed; a run that differs
 #: only in these resumes the same file.
-RUNTIME_PARAMS = ("device", "chunk_size", "eval_chunk", "units_per_batch", "batch_units")
+RUNTIME_PARAMS = ("device", "chunk_size", "eval_chunk", "units_per_batch", "batch_units", "tf32", "cuda_graph",
+                  "compile")
 
 
 def _fingerprint(config):
@@ -43,10 +47,9 @@ def _fingerprint(config):
     identity = json.loads(json.dumps(config))
     identity.pop("units_per_batch", None)
     identity.pop("artifact_dir", None)
+    identity["model"].pop("class", None)
     params = identity["model"]["params"]
-    if "device" in params:  # CPU and CUDA generators draw different random numbers
-        identity["device_type"] = str(params["device"]).split(":")[0]
-    for key in RUNTIME_PARAMS:
+    for key in RUNTIME_PARAMS:  # the device too: models draw the same random numbers on every device
         params.pop(key, None)
     return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
 
@@ -56,9 +59,15 @@ def _make_model(model, device):
         if model not in MODELS:
             raise GenmemError(f"unknown model {model!r}; choose one of {', '.join(sorted(MODELS))}")
         model = MODELS[model]()
+    if not isinstance(model, DensityModel) and callable(getattr(model, "score_samples", None)):
+        raise GenmemError(f"{type(model).__name__} is a scikit-learn-style estimator, not a genmem model; "
+                          "wrap it: genmem.models.SklearnDensity(estimator)")
     if not isinstance(model, DensityModel):
         raise GenmemError(f"model must be a genmem DensityModel or one of {', '.join(sorted(MODELS))}; got {model!r}")
-    if "device" in model.get_params():
+    if not isinstance(model.name, str) or not model.name:
+        raise GenmemError(f"{type(model).__name__}.name must be a non-empty str (how results name the model); "
+                          f"got {model.name!r}")
+    if "device" in model.get_params(deep=False):
         model = model.clone(device=str(resolve_device(model.device if device is None else device)))
     return model
 
@@ -126,8 +135,8 @@ def _reuse(result, previous, source):
 
 
 def kfold(model, X, *, folds=10, repeats=1, seed=0, estimator=DEFAULT_ESTIMATOR, device=None,
-          units_per_batch=None, labels=None, index=None, images=None, data_info=None, store_data=True,
-          out=None, force=False, restart=False, progress=False, argv=None):
+          units_per_batch=None, labels=None, label_names=None, index=None, images=None, data_info=None,
+          store_data=True, out=None, force=False, restart=False, progress=False, argv=None):
     """Leave-out memorization scores of every example by K-fold × R-repeat holdout training.
 
     Parameters
@@ -148,11 +157,21 @@ def kfold(model, X, *, folds=10, repeats=1, seed=0, estimator=DEFAULT_ESTIMATOR,
         The estimator stored as ``scores["memorization"]``; both are always computed.
     device : str, optional
         Overrides the model's ``device`` parameter (``"auto"``, ``"cpu"``, ``"cuda"``).
-    units_per_batch : int, optional
-        Units handed to the model at once (default: K, one repeat). Progress
-        is saved after every batch.
-    labels, index : int array [N], optional
-        Stored with the result (default: −1 and ``arange(N)``).
+    units_per_batch : int or "auto", optional
+        Units handed to the model at once. Progress is saved after every
+        batch. ``"auto"`` (the default): as many as the model says fit in
+        memory (:meth:`DensityModel.max_units_per_batch`; the VAE on CUDA),
+        else K (one repeat).
+    labels : sequence [N], optional
+        Each example's class, stored with the result (default −1,
+        unlabelled): integer codes, or values of any hashable type (e.g.
+        strings), stored as codes with their names (see
+        :func:`genmem.data.encode_labels`). Given again for a finished run
+        in ``out``, different labels replace the stored ones.
+    label_names : list of str, optional
+        The class of each integer code (e.g. ``Prepared.label_names``).
+    index : int array [N], optional
+        Position of each example in its source (default ``arange(N)``).
     images : array [N, ...], optional
         The examples as images in [0, 1], stored for ``genmem top --plot``.
     data_info : dict, optional
@@ -188,13 +207,20 @@ def kfold(model, X, *, folds=10, repeats=1, seed=0, estimator=DEFAULT_ESTIMATOR,
     check_fold_args(n, folds, repeats, seed)
     if estimator not in ESTIMATORS:
         raise GenmemError(f"unknown estimator {estimator!r}; use one of {', '.join(ESTIMATORS)}")
-    units_per_batch = folds if units_per_batch is None else int(units_per_batch)
-    if units_per_batch < 1:
-        raise GenmemError(f"units_per_batch must be at least 1; got {units_per_batch}")
-    labels = np.full(n, -1, dtype=np.int64) if labels is None else np.asarray(labels, dtype=np.int64)
+    if units_per_batch not in (None, "auto") and (not isinstance(units_per_batch, (int, np.integer))
+                                                  or isinstance(units_per_batch, bool) or units_per_batch < 1):
+        raise GenmemError(f"units_per_batch must be a positive int or 'auto'; got {units_per_batch!r}")
+    given_labels = labels is not None
+    labels, names = encode_labels(labels, n)
+    if label_names is not None:
+        if names is not None:
+            raise GenmemError("label_names names integer label codes; labels given as names need no label_names")
+        names = [str(name) for name in label_names]
+        if labels.max(initial=-1) >= len(names):
+            raise GenmemError(f"labels use code {labels.max()} but label_names has {len(names)} names")
     index = np.arange(n, dtype=np.int64) if index is None else np.asarray(index, dtype=np.int64)
-    if labels.shape != (n,) or index.shape != (n,):
-        raise GenmemError(f"labels and index must have one entry per example ({n})")
+    if index.shape != (n,):
+        raise GenmemError(f"index must have one entry per example ({n}); got shape {index.shape}")
 
     check_allocation(8.0 * repeats * n * (folds + 1), f"the [R={repeats}, K={folds}, N={n}] log-likelihoods and fold "
                      "assignment", "lower --repeats or --folds, or use fewer examples (--limit)")
@@ -202,8 +228,14 @@ def kfold(model, X, *, folds=10, repeats=1, seed=0, estimator=DEFAULT_ESTIMATOR,
         out = Path(out)
         _check_outputs(out, data_info)
     model = _make_model(model, device).resolve(X)
+    if units_per_batch in (None, "auto"):
+        units_per_batch = model.max_units_per_batch(X) or folds
+        log.info("units per batch: %d", units_per_batch)
+    units_per_batch = int(units_per_batch)
     config = {
-        "model": {"name": model.name, "params": jsonable(model.get_params())},
+        "model": {"name": model.name, "class": qualified_name(type(model)),
+                  "params": {key: jsonable(value, f"parameter {key!r} of {type(model).__name__}")
+                             for key, value in model.get_params(deep=False).items()}},
         "folds": folds, "repeats": repeats, "seed": seed, "estimator": estimator,
         "units_per_batch": units_per_batch, "data": jsonable(data_info or {}),
         "data_sha256": data_sha256(X),
@@ -212,7 +244,7 @@ def kfold(model, X, *, folds=10, repeats=1, seed=0, estimator=DEFAULT_ESTIMATOR,
     assignment = make_folds(n, folds, repeats, seed)
     seeds = np.array([[unit_seed(seed, r, k) for k in range(folds)] for r in range(repeats)], dtype=np.uint64)
     meta = {
-        **provenance(model.get_params().get("device", "cpu"), argv),
+        **provenance(model.get_params(deep=False).get("device", "cpu"), argv),
         "seeds": {"seed": seed, "folds": "SeedSequence(seed, spawn_key=(0, repeat))",
                   "units": "SeedSequence(seed, spawn_key=(1, repeat, fold)); see /folds/unit_seed",
                   "dequantize": "SeedSequence(seed, spawn_key=(2,)) when the data were dequantized"},
@@ -220,7 +252,7 @@ def kfold(model, X, *, folds=10, repeats=1, seed=0, estimator=DEFAULT_ESTIMATOR,
     result = KFoldResult(
         loglik=np.full((repeats, folds, n), np.nan), assignment=assignment,
         done=np.zeros((repeats, folds), dtype=bool), unit_seeds=seeds, config=config, meta=meta,
-        index=index, labels=labels, x=X if store_data else None,
+        index=index, labels=labels, label_names=names, x=X if store_data else None,
         images=None if images is None or not store_data else np.asarray(images, dtype=np.float32),
     )
 
@@ -228,11 +260,12 @@ def kfold(model, X, *, folds=10, repeats=1, seed=0, estimator=DEFAULT_ESTIMATOR,
         config["artifact_dir"] = artifact_folder(out).name
     with output_lock(out) if out is not None else contextlib.nullcontext():
         if out is not None:
-            cached = _resume(out, result, force, restart)
+            cached = _resume(out, result, force, restart, given_labels)
             if cached is not None:
                 return cached
         _run_units(model, X, result, units_per_batch, out, progress)
         result.scores = memorization_scores(result.loglik, assignment, estimator)
+        warn_implausible_scores(result.scores["memorization"], X, assignment)
         result.meta["created"] = now()
         if out is not None:
             write_result(out, result)
@@ -258,8 +291,11 @@ def _check_outputs(out, data_info):
     clean_stale(out.parent)
 
 
-def _resume(out, result, force, restart):
-    """Take over this run's saved progress (or discard it); returns the previous result when it is complete and sound."""
+def _resume(out, result, force, restart, given_labels):
+    """Take over this run's saved progress (or discard it); returns the previous result when it is complete and sound.
+
+    A complete run given other labels (``given_labels``) gets them, rewritten in place.
+    """
     config = result.config
     previous = _previous(out, _partial(out), config["fingerprint"], force, restart)
     claim_folder(artifact_folder(out), config["fingerprint"], config["data_sha256"], discard=previous is None,
@@ -267,7 +303,13 @@ def _resume(out, result, force, restart):
     if previous is None:
         return None
     if _reuse(result, previous, out if previous.complete else _partial(out)):
-        log.info("%s already holds this run, complete; nothing to do", out)
+        if given_labels and (not np.array_equal(previous.labels, result.labels)
+                             or previous.label_names != result.label_names):
+            previous.labels, previous.label_names = result.labels, result.label_names
+            write_result(out, previous)
+            log.info("%s already holds this run, complete; its labels were replaced by the ones given", out)
+        else:
+            log.info("%s already holds this run, complete; nothing to do", out)
         return previous
     log.info("resuming %s: %d of %d units already done", out, result.done.sum(), result.done.size)
     return None
@@ -283,28 +325,37 @@ def _run_units(model, X, result, units_per_batch, out, progress):
               file=sys.stderr, disable=not progress) as bar:
         for start in range(0, len(pending), units_per_batch):
             keys = [(int(r), int(k)) for r, k in pending[start:start + units_per_batch]]
-            masks = np.stack([result.assignment[r] != k for r, k in keys])
-            seeds = [int(result.unit_seeds[r, k]) for r, k in keys]
+            before = int(result.done.sum())
             with temporary_folder(out) if out is not None else contextlib.nullcontext() as staging:
-                outputs = _fit_units(model, X, masks, seeds, keys, staging, bar.update if progress else None)
-                _store(result, keys, outputs)
-                if out is None:
-                    continue
-                publish(staging, artifact_folder(out), result.config["fingerprint"], result.config["data_sha256"])
-            result.x = result.images = None  # the partial file holds only what resuming needs
-            write_result(_partial(out), result)
-            result.x, result.images = x_full, images
+                try:
+                    _fit_batch(model, X, result, keys, staging, bar.update if progress else None)
+                finally:  # also after a failed unit: the units completed before it are kept
+                    if out is not None and result.done.sum() > before:
+                        publish(staging, artifact_folder(out), result.config["fingerprint"],
+                                result.config["data_sha256"])
+                        result.x = result.images = None  # the partial file holds only what resuming needs
+                        write_result(_partial(out), result)
+                        result.x, result.images = x_full, images
 
 
-def _fit_units(model, X, masks, seeds, keys, staging, progress):
-    """``model.fit_units`` with per-unit files going to ``staging``; a failed checkpoint write is a one-line error."""
+def _fit_batch(model, X, result, keys, staging, progress):
+    """Fit the units ``keys`` (per-unit files to ``staging``) and store their outputs; on a failed unit, store
+    those completed before it. A failed checkpoint write (a full disk) is a one-line error."""
+    masks = np.stack([result.assignment[r] != k for r, k in keys])
+    seeds = [int(result.unit_seeds[r, k]) for r, k in keys]
     try:
-        return model.fit_units(X, masks, seeds, unit_keys=keys, artifact_dir=staging, progress=progress)
+        outputs = model.fit_units(X, masks, seeds, unit_keys=keys, artifact_dir=staging, progress=progress)
+    except UnitError as exc:
+        completed = len(exc.completed.get("loglik", ()))
+        if completed:
+            _store(result, keys[:completed], exc.completed)
+        raise
     except RuntimeError as exc:  # torch.save reports a full disk as a RuntimeError of its stream writer
         if staging is None or not _raised_by_torch_save(exc):
             raise
         raise GenmemError(f"writing the units' checkpoints in {staging.parent} failed ({str(exc).splitlines()[0]}); "
                           "free some disk space and run the same command again to resume") from None
+    _store(result, keys, outputs)
 
 
 def _raised_by_torch_save(exc):

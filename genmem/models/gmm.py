@@ -361,7 +361,6 @@ class GMM(DensityModel):
         self.n_iter_ = int(result.n_iter[best])
         self.lower_bound_ = float(result.lower_bound[best])
         self.n_features_in_ = X.shape[1]
-        self._fitted = True
         if not self.converged_:
             warnings.warn(
                 f"{type(self).__name__} did not converge in max_iter={self.max_iter} EM iterations "
@@ -387,13 +386,14 @@ class GMM(DensityModel):
         return self._fit_inits(Xt, *params)
 
     # -- public API -------------------------------------------------------------------------
-    def fit(self, X, *, rng=None):
+    def fit(self, X, y=None, *, rng=None):
         """Fit the mixture to ``X`` by EM.
 
         Parameters
         ----------
         X : array-like [N, D]
             Training data, N >= n_components.
+        y : ignored
         rng : None, int, numpy SeedSequence or Generator
             Seed of the initialisation; None draws a fresh one.
 
@@ -426,7 +426,7 @@ class GMM(DensityModel):
         """
         self._check_fitted()
         device, dtype = self._settings()
-        X = check_data(X, n_features=self.n_features_in_)
+        X = check_data(X, n_features=self.n_features_in_, model=type(self).__name__)
         params = [torch.as_tensor(a, dtype=dtype, device=device)[None]
                   for a in (self.weights_, self.means_, self.precisions_cholesky_)]
         Xt = torch.as_tensor(X, dtype=dtype, device=device)

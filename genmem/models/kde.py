@@ -6,6 +6,7 @@ points, in torch, on CPU or GPU); the leave-one-out memorization score has a
 closed form, so no model is ever refitted.
 """
 import math
+import warnings
 
 import numpy as np
 import torch
@@ -45,7 +46,9 @@ class SquaredDistances:
     """Exact squared Euclidean distances from chunks of query rows to a fixed set of points, on one device."""
 
     def __init__(self, X, device, dtype, chunk_size):
-        self.X = torch.as_tensor(X, dtype=dtype, device=device)
+        with warnings.catch_warnings():  # a read-only array (e.g. a memmap) is only ever read
+            warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+            self.X = torch.as_tensor(X, dtype=dtype, device=device)
         self.sq = (self.X * self.X).sum(1)
         self.chunk_size = int(chunk_size)
 
@@ -107,7 +110,7 @@ class KDE(DensityModel):
     ----------
     bandwidth_ : float
         The bandwidth used.
-    n_train_, n_features_ : int
+    n_train_, n_features_in_ : int
     distances_ : SquaredDistances
         The training points on the device, for chunked distance computations.
     """
@@ -187,8 +190,6 @@ class KDE(DensityModel):
         scores = (total / n + norms - math.log(n - 1)).cpu().numpy()
         best = int(np.argmax(scores))
         if best in (0, len(grid) - 1):
-            import warnings
-
             warnings.warn(
                 f"KDE cross-validated bandwidth {grid[best]:.4g} lies at the edge of the grid "
                 f"[{grid[0]:.4g}, {grid[-1]:.4g}]; pass a wider grid or a float bandwidth",
@@ -197,26 +198,25 @@ class KDE(DensityModel):
         return float(grid[best]), grid, scores
 
     # -- fit / score ------------------------------------------------------
-    def fit(self, X, *, rng=None):
-        """Store the training data and fix the bandwidth; ``rng`` is unused (KDE is deterministic)."""
+    def fit(self, X, y=None, *, rng=None):
+        """Store the training data and fix the bandwidth; ``y`` and ``rng`` are unused (KDE is deterministic)."""
         device, dtype = self._validate()
         X = check_data(X, min_rows=1 if not isinstance(self.bandwidth, str) else 2)
         self.bandwidth_ = self._bandwidth_for(X)
-        self.n_train_, self.n_features_ = X.shape
+        self.n_train_, self.n_features_in_ = X.shape
         self.distances_ = SquaredDistances(X, device, dtype, self.chunk_size)
-        self._fitted = True
         return self
 
     def log_prob(self, X):
         """Exact log-density in nats of each row of ``X``; float64 array [N]."""
         self._check_fitted()
-        X = check_data(X, n_features=self.n_features_)
+        X = check_data(X, n_features=self.n_features_in_, model=type(self).__name__)
         h, n = self.bandwidth_, self.n_train_
         out = np.empty(X.shape[0])
         for sl, L in self.distances_.chunks(X, scale=0.5 / (h * h)):
             lse = torch.logsumexp(L, dim=1)
             out[sl] = lse.cpu().double().numpy()
-        return out - math.log(n) + _log_norm(h, self.n_features_)
+        return out - math.log(n) + _log_norm(h, self.n_features_in_)
 
     def fit_units(self, X, train_masks, seeds, *, unit_keys=None, artifact_dir=None, progress=None):
         """Exact log p of all rows under every unit's KDE, sharing one pass over the kernel matrix.

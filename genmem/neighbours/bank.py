@@ -38,6 +38,14 @@ def normalise_rows(F, name="features"):
     return F / norms
 
 
+def value_range(X):
+    """``(min, max)`` of an array or tensor, as floats."""
+    if isinstance(X, torch.Tensor):
+        return float(X.min()), float(X.max())
+    X = np.asarray(X)
+    return float(X.min()), float(X.max())
+
+
 def load_features(path):
     """A precomputed feature array [N, d] from a ``.npy`` file."""
     path = Path(path).expanduser()
@@ -86,6 +94,10 @@ class NeighbourBank:
         The feature map (None for a loaded bank whose map could not be rebuilt).
     embedder_description : dict
         The feature map's JSON-serialisable description (``name``, ``spec``, ...).
+    input_range : (float, float) or None
+        Smallest and largest value of the training examples the feature map
+        embedded (None for precomputed features), to check that queries come
+        on the same scale.
     description : dict
         Feature map, metric, normalisation and dimensions (JSON-serialisable).
     """
@@ -112,6 +124,7 @@ class NeighbourBank:
             embedder = as_embedder(given, train_X, device=device, seed=seed)
             features = flatten(embedder.embed(train_X), "embedded training features")
         self._setup(features, embedder, metric, device, dtype, backend, chunk_size)
+        self.input_range = None if train_X is None else value_range(train_X)
 
     def _setup(self, features, embedder, metric, device, dtype, backend, chunk_size, *, normalised=False,
                embedder_description=None):
@@ -148,7 +161,7 @@ class NeighbourBank:
         """Feature map, metric, normalisation and dimensions, JSON-serialisable."""
         return {"embedder": self.embedder_description, "metric": self.metric,
                 "normalised": self.metric == "cosine", "n_points": int(self.n_points), "dim": int(self.dim),
-                "backend": self._search.backend}
+                "backend": self._search.backend, "input_range": self.input_range}
 
     def embed(self, X):
         """Features of ``X`` [M, ...] in the bank's space (normalised for the cosine metric): float64 [M, d]."""
@@ -225,9 +238,10 @@ class NeighbourBank:
         cosine metric), the feature map's own arrays under ``/embedder``
         (e.g. PCA mean and components) and attributes ``format``,
         ``format_version``, ``genmem_version``, ``created``, ``metric``,
-        ``normalised``, ``n_points``, ``dim``, ``embedder`` (JSON) and, when
-        given, ``genmem_identity`` = ``identity`` (what the bank was made
-        from, see :mod:`genmem.outputs`).
+        ``normalised``, ``n_points``, ``dim``, ``embedder`` (JSON), for a bank
+        built from examples ``input_range`` and, when given,
+        ``genmem_identity`` = ``identity`` (what the bank was made from, see
+        :mod:`genmem.outputs`).
         """
         state = self.embedder.state() if hasattr(self.embedder, "state") else {}
         with atomic_h5(path) as f:
@@ -242,6 +256,8 @@ class NeighbourBank:
             f.attrs["n_points"] = self.n_points
             f.attrs["dim"] = self.dim
             f.attrs["embedder"] = json.dumps(self.embedder_description, sort_keys=True)
+            if self.input_range is not None:
+                f.attrs["input_range"] = np.asarray(self.input_range)
             f["features"] = self.features
             group = f.create_group("embedder")
             for name, value in state.items():
@@ -276,6 +292,7 @@ class NeighbourBank:
             metric = str(f.attrs["metric"])
             description = json.loads(f.attrs["embedder"])
             state = {name: ds[()] for name, ds in f["embedder"].items()}
+            input_range = tuple(float(v) for v in f.attrs["input_range"]) if "input_range" in f.attrs else None
         restored = embedder is None
         if not restored:
             embedder = as_embedder(embedder, None, device=device)
@@ -286,4 +303,5 @@ class NeighbourBank:
         bank = cls.__new__(cls)
         bank._setup(features, embedder, metric, device, dtype, backend, chunk_size, normalised=True,
                     embedder_description=description if restored else None)
+        bank.input_range = input_range
         return bank

@@ -6,7 +6,7 @@ Layout (version 1)::
                            argv, config (JSON), seeds (JSON), versions (JSON),
                            device, complete
     /data/index [N]        position of each row in its source split
-    /data/label [N]        −1 when unlabelled
+    /data/label [N]        −1 when unlabelled; attr names (JSON list) when codes stand for names
     /data/x [N, D]         the exact array the density model saw (optional)
     /data/images [N, ...]  the examples as images in [0, 1] (optional)
     /folds/assignment [R, N], /folds/done [R, K], /folds/unit_seed [R, K]
@@ -18,6 +18,10 @@ Layout (version 1)::
     /<view>/<name> [N, ...]            later analyses of the same examples, added by
                                        :func:`add_views` (e.g. /influence/self,
                                        /neighbours/distance), with their own attributes
+    /repeat [R], /fold [K], /example [N]
+                           dimension scales (0 … size−1) attached to the axes of
+                           the datasets above, so that tools that read them
+                           (xarray with h5netcdf, netCDF) name the axes
 
 Per-example data is never stored in attributes. Files are written to a
 temporary name in the target folder and renamed into place, so a reader never
@@ -38,6 +42,8 @@ from .result import KFoldResult
 
 FORMAT = "genmem.kfold"
 _RUN_GROUPS = ("data", "folds", "scores", "units")
+#: Names of the axes, as dimension scales at the root.
+DIMENSIONS = ("repeat", "fold", "example")
 FORMAT_VERSION = 1
 _META_KEYS = ("genmem_version", "created", "argv", "versions", "device", "seeds")
 
@@ -53,6 +59,8 @@ def _write(f, result):
     data = f.create_group("data")
     data["index"] = result.index
     data["label"] = result.labels
+    if result.label_names is not None:
+        data["label"].attrs["names"] = json.dumps(list(result.label_names))
     for name in ("x", "images"):
         value = getattr(result, name)
         if value is not None:
@@ -73,6 +81,66 @@ def _write(f, result):
         units[name] = value
     for key, value in result.views.items():
         f[key] = value
+    _name_axes(f, result.loglik.shape)
+
+
+def _name_axes(f, shape):
+    """Create the dimension scales ``/repeat``, ``/fold``, ``/example`` and attach them to every dataset's axes."""
+    for name, size in zip(DIMENSIONS, shape):
+        _scale(f, name, size)
+    _attach(f["loglik"], "repeat", "fold", "example")
+    _attach(f["folds/assignment"], "repeat", "example")
+    for name in ("done", "unit_seed"):
+        _attach(f["folds"][name], "repeat", "fold")
+    for name in f["units"]:
+        _attach(f["units"][name], "repeat", "fold")
+    if "x" in f["data"]:
+        _scale(f, "feature", f["data/x"].shape[1])
+        _attach(f["data/x"], "example", "feature")
+    for group in f:
+        if group in ("data", "scores") or (group not in _RUN_GROUPS and isinstance(f[group], h5py.Group)):
+            for dset in f[group].values():
+                if isinstance(dset, h5py.Dataset) and not dset.dims[0]:
+                    _attach(dset, "example")
+
+
+def _scale(f, name, size):
+    """A dimension scale ``/name`` holding 0 … size−1."""
+    f[name] = np.arange(size, dtype=np.int64)
+    f[name].make_scale(name)
+
+
+def _extra_axes(dset, known):
+    """Root scale names of the axes of ``dset`` after the first ``known``: ``<group>_<name>_<axis>``."""
+    stem = dset.name.strip("/").replace("/", "_")
+    return [f"{stem}_{axis}" for axis in range(known, dset.ndim)]
+
+
+def _attach(dset, *names):
+    """Attach the root's dimension scales ``names`` to the first axes of ``dset`` and label those axes.
+
+    Further axes get scales of their own (:func:`_extra_axes`): tools such as
+    h5netcdf want every axis of a dataset named, or none.
+    """
+    extra = _extra_axes(dset, len(names))
+    for name, size in zip(extra, dset.shape[len(names):]):
+        _scale(dset.file, name, size)
+    for axis, name in enumerate(names + tuple(extra)):
+        dset.dims[axis].attach_scale(dset.file[name])
+        dset.dims[axis].label = name
+
+
+def _drop(f, key):
+    """Delete the dataset ``key`` and the scales of its own further axes."""
+    dset = f[key]
+    extra = _extra_axes(dset, 1)
+    for axis, dim in enumerate(dset.dims):
+        for scale in list(dim.values()):
+            dset.dims[axis].detach_scale(scale)
+    del f[key]
+    for name in extra:
+        if name in f:
+            del f[name]
 
 
 @contextlib.contextmanager
@@ -210,6 +278,10 @@ def _check_layout(result, path):
     checks += [(f"/{name}", value, "fiub", (N, ...)) for name, value in result.views.items()]
     for name, value, kinds, shape in checks:
         _check_array(path, name, value, kinds, shape)
+    names = result.label_names
+    if names is not None and (not isinstance(names, list) or not all(isinstance(name, str) for name in names)
+                              or result.labels.max(initial=-1) >= len(names)):
+        raise _damaged(path, "/data/label's names are not one string per label code")
     if N and (result.assignment.min() < 0 or result.assignment.max() >= K):
         raise _damaged(path, f"/folds/assignment holds folds outside 0..{K - 1}")
     if result.done.all() and "memorization" in result.scores:
@@ -245,6 +317,7 @@ def read_result(path):
                 meta=meta,
                 index=data["index"][()],
                 labels=data["label"][()],
+                label_names=json.loads(data["label"].attrs["names"]) if "names" in data["label"].attrs else None,
                 scores={name: ds[()] for name, ds in f["scores"].items()},
                 extras={name: ds[()] for name, ds in f["units"].items()},
                 x=data["x"][()] if "x" in data else None,
@@ -299,16 +372,20 @@ def add_views(path, views, attrs=None, *, fingerprint=None):
                               "nothing was written — run the command again on the new file")
         for key, value in views.items():
             group = key.split("/", 1)[0]
-            if "/" not in key or group in _RUN_GROUPS:
-                raise GenmemError(f"view name {key!r} must be 'group/name' outside {', '.join(_RUN_GROUPS)}")
+            if "/" not in key or group in _RUN_GROUPS + DIMENSIONS:
+                raise GenmemError(f"view name {key!r} must be 'group/name' outside "
+                                  f"{', '.join(_RUN_GROUPS + DIMENSIONS)}")
             if len(value) != n:
                 raise GenmemError(f"view {key!r} has {len(value)} rows but the run has {n} examples")
         with atomic_h5(path, start_from=path) as f:
+            named = "example" in f  # files written before dimension scales have none
             for key, value in views.items():
                 if key in f:
-                    del f[key]
+                    _drop(f, key)
                 f[key] = value
                 f[key].attrs["run_fingerprint"] = current
+                if named:
+                    _attach(f[key], "example")
             for key, values in (attrs or {}).items():
                 for name, value in values.items():
                     ok = isinstance(value, (str, int, float, bool, np.integer, np.floating))

@@ -1,45 +1,40 @@
-"""A Pyro VAE whose K-fold units train together, with importance-sampled log p per example.
+"""The VAE estimator: a Pyro VAE whose K-fold units train together, with importance-sampled log p.
 
-One unit is the VAE of :mod:`genmem.models.vae_nets`: encoder/decoder
-``nn.Module`` s, a Pyro model/guide pair (:class:`~genmem.models.vae_nets.VAEModel`,
-:class:`~genmem.models.vae_nets.VAEGuide`) and the objective of Pyro's
+One unit is the VAE of :mod:`genmem.models.vae.nets`: encoder/decoder
+``nn.Module`` s, a Pyro model/guide pair (:class:`~genmem.models.vae.nets.VAEModel`,
+:class:`~genmem.models.vae.nets.VAEGuide`) and the objective of Pyro's
 ``Trace_ELBO`` (single-sample, ``log p(x|z) + log p(z) − log q(z|x)``).
-:meth:`VAE.fit_units` trains U units at once: every weight carries a leading
-unit dimension and the single-unit modules run through ``torch.func.vmap``;
-each unit draws minibatches from its own training rows only, has its own
-elementwise Adam state and step count, and takes every random number —
-initial weights, minibatch order, dynamic binarization, the
-reparameterisation ε, the importance samples — from streams seeded by its own
-seed. A unit therefore gets the same numbers whatever units it trains beside
-(up to float rounding of batched matrix products), so runs can resume and be
-distributed. Pyro's ``SVI`` cannot take per-unit generators, so the loop is
-written out; ``tests/test_vae.py`` shows that its loss and gradients equal
+:meth:`VAE.fit_units` trains U units at once (:mod:`~genmem.models.vae.train`):
+their parameters are the rows of one buffer (:mod:`~genmem.models.vae.units`),
+updated by one stacked Adam (:mod:`genmem.models.stacked_adam`); each unit
+draws minibatches from its own training rows only and takes every random
+number — initial weights, minibatch order, dynamic binarization, the
+reparameterisation ε, the importance samples — from counter-based streams
+keyed by its own seed (:mod:`genmem.philox`). A unit therefore gets the same
+numbers whatever units it trains beside and on whichever device (up to float
+rounding), so runs can resume, be distributed and be checked across devices.
+Pyro's ``SVI`` cannot take per-unit random streams, so the loop is written
+out; ``tests/test_vae.py`` shows that its loss and gradients equal
 ``pyro.infer.Trace_ELBO`` on the Pyro model/guide for the same ε.
-
-Epochs with unequal training sets: an epoch of unit u is one pass over its
-own ``n_u`` rows in a fresh random order, ``ceil(n_u / batch_size)`` Adam
-steps, the last one on the remaining rows (the reference code's
-``DataLoader(shuffle=True)``). Batched units step in lockstep for the largest
-count; a unit with fewer steps sits out the extra steps (no update, its Adam
-moments and step count untouched), so alone and batched it takes exactly the
-same steps.
 """
 import logging
 import math
 import warnings
-from collections import OrderedDict
 from pathlib import Path
 
 import numpy as np
 import torch
-from torch.func import functional_call, vmap
 
-from ..device import DTYPES, resolve_device
-from ..errors import GenmemError
-from ..seeds import stream_seed
-from ..validation import check_data, is_int, is_real
-from .base import DensityModel, as_seed, torch_generator
-from .vae_nets import ARCHS, LIKELIHOODS, Likelihood, VAEGuide, VAEModel, VAENet, init_parameters
+from ...device import DTYPES, matmul_precision, resolve_device
+from ...errors import GenmemError
+from ...philox import key_words
+from ...validation import check_data, is_int, is_real
+from ..base import DensityModel, as_seed, torch_generator
+from .checkpoints import checkpoint_state, read_checkpoint, save_checkpoint
+from .evaluate import evaluate, importance_eps
+from .nets import ARCHS, LIKELIHOODS, Likelihood, VAEGuide, VAEModel, VAENet
+from .train import BLOCK_BYTES, MAX_BLOCK, Trainer
+from .units import Units
 
 log = logging.getLogger(__name__)
 
@@ -47,12 +42,6 @@ log = logging.getLogger(__name__)
 #: trained with ``binarize="dynamic"`` (the same for every unit, so log p is
 #: comparable across units).
 EVAL_BINARIZE_THRESHOLD = 0.5
-
-#: Steps whose random numbers a unit draws in one call per stream.
-NOISE_BLOCK = 16
-
-CHECKPOINT_FORMAT = "genmem-vae-checkpoint"
-CHECKPOINT_VERSION = 1
 
 #: Settings of published experiments. ``"model"`` holds :class:`VAE` keyword
 #: arguments, ``"dataset"``/``"prepare"`` the data (:func:`genmem.data.load_dataset`,
@@ -73,91 +62,6 @@ PRESETS = {
         "repeats": 10,
     },
 }
-
-def _unit_streams(seed):
-    """Integer seeds of a unit's three streams: initial weights, training noise, evaluation noise."""
-    return [stream_seed(seed, i) for i in range(3)]
-
-
-class _UnitAdam:
-    """``torch.optim.Adam`` over per-unit views of stacked parameters.
-
-    Each unit's slice ``p[u]`` of a stacked parameter is a separate tensor to
-    the optimizer (sharing storage with the stack), so every unit has its
-    own moments and step count; a unit that sits out a step gets no gradient
-    and PyTorch's Adam leaves it, its moments and its step count untouched.
-    """
-
-    def __init__(self, params, lr):
-        self.views = [[p[u].detach() for p in params] for u in range(params[0].shape[0])]
-        views = [v for unit in self.views for v in unit]
-        try:  # one fused kernel per tensor: far the fastest, on CPU too (PyTorch >= 2.4)
-            self.optimizer = torch.optim.Adam(views, lr=lr, fused=True)
-        except RuntimeError:
-            self.optimizer = torch.optim.Adam(views, lr=lr)
-
-    def step(self, grads, active):
-        """Apply ``grads`` (stacked, [U, ...] each) to the units where ``active`` (bool array [U]) is true."""
-        # fused Adam reads gradients as if contiguous (PyTorch 2.13 on CPU ignores their strides)
-        grads = [g.contiguous() for g in grads]
-        for u, (unit, on) in enumerate(zip(self.views, active)):
-            for view, grad in zip(unit, grads):
-                view.grad = grad[u] if on else None
-        self.optimizer.step()
-
-    def steps(self, u):
-        """Adam steps unit ``u`` has taken."""
-        state = self.optimizer.state.get(self.views[u][0], {})
-        return int(state["step"]) if "step" in state else 0
-
-
-class _Units:
-    """U VAE units: parameters stacked on a leading unit dimension, run through ``vmap``."""
-
-    def __init__(self, template, params, likelihood):
-        self.template = template  # a VAENet on the meta device: structure only
-        self.params = params  # name -> Tensor [U, ...]
-        self.likelihood = likelihood
-        self.enc = {k[len("encoder."):]: v for k, v in params.items() if k.startswith("encoder.")}
-        self.dec = {k[len("decoder."):]: v for k, v in params.items() if k.startswith("decoder.")}
-        self.log_scale = params.get("decoder.log_scale")
-
-    @classmethod
-    def from_nets(cls, nets, template, likelihood):
-        """Stack the parameters of single-unit ``nets`` (VAENet) into U units shaped like ``template``."""
-        per_net = [dict(net.named_parameters()) for net in nets]
-        params = OrderedDict(
-            (n, torch.stack([p[n].detach() for p in per_net])) for n, _ in template.named_parameters()
-        )
-        return cls(template, params, likelihood)
-
-    def unit_state(self, u):
-        """The ``state_dict`` of unit ``u`` alone (CPU copies, plain single-model names)."""
-        return OrderedDict((name, p[u].detach().cpu().clone()) for name, p in self.params.items())
-
-    def encode(self, x, shared):
-        """``(loc, scale)`` [U, B, L] for rows ``x`` ([B, D] if ``shared`` else [U, B, D])."""
-        fn = lambda p, xb: functional_call(self.template.encoder, p, (xb,))  # noqa: E731
-        return vmap(fn, in_dims=(0, None if shared else 0))(self.enc, x)
-
-    def decode(self, z):
-        """Decoder outputs [U, ..., D] for latents ``z`` [U, ..., L]."""
-        fn = lambda p, zb: functional_call(self.template.decoder, p, (zb,))  # noqa: E731
-        out = vmap(fn)(self.dec, z.reshape(z.shape[0], -1, z.shape[-1]))
-        return out.reshape(*z.shape[:-1], out.shape[-1])
-
-    def log_weights(self, data, loc, scale, eps):
-        """``log p(x|z) + log p(z) − log q(z|x)`` at ``z = loc + scale·ε``, [U, B, S].
-
-        ``data`` is :meth:`Likelihood.data_terms` of the rows (x of shape
-        [U or 1, B, D]), ``loc``/``scale`` are [U, B, L] and ``eps`` is
-        [U, B or 1, S, L]. The latent terms are summed log-densities of
-        standard normals: ``log p(z) − log q(z|x) = Σ_l (−z²/2 + ε²/2 + log σ_l)``.
-        """
-        z = torch.addcmul(loc.unsqueeze(2), scale.unsqueeze(2), eps)
-        log_px = self.likelihood.log_prob_rows(self.decode(z), self.log_scale, *data)
-        latent = 0.5 * (eps.square().sum(-1) - z.square().sum(-1)) + torch.log(scale).sum(-1, keepdim=True)
-        return log_px + latent
 
 
 class VAE(DensityModel):
@@ -180,7 +84,7 @@ class VAE(DensityModel):
         ``p(x | z)``. ``"bernoulli"`` for binary pixels; ``"logit-normal"`` for
         values in [0, 1] (e.g. dequantized grey levels): the reference's
         Gaussian in logit space with its Jacobian, a proper density (see
-        :class:`~genmem.models.vae_nets.Likelihood`); ``"gaussian"`` for real
+        :class:`~genmem.models.vae.nets.Likelihood`); ``"gaussian"`` for real
         values. ``"auto"`` picks ``"bernoulli"`` for binary X or
         ``binarize="dynamic"``, ``"logit-normal"`` for X in [0, 1] and
         ``"gaussian"`` otherwise (resolved by :meth:`resolve`/:meth:`fit`).
@@ -213,6 +117,17 @@ class VAE(DensityModel):
     device : str, default="cpu"
         ``"cpu"``, ``"cuda"`` or ``"auto"``.
     dtype : {"float32", "float64"}, default="float32"
+    tf32 : bool, default=True
+        On CUDA, float32 matrix products use TF32 tensor cores (about 10
+        significant bits in the products; sums stay float32). No effect on
+        the CPU or in float64.
+    cuda_graph : bool, default=True
+        On CUDA, capture a block of training steps once as a CUDA graph and
+        replay it (same numbers, far fewer kernel launches).
+    compile : bool, default=False
+        ``torch.compile`` each block's random draws (Philox in integer
+        operations) into fused kernels; worth it on CUDA, where the unfused
+        draws are bound by memory traffic.
 
     Attributes
     ----------
@@ -220,11 +135,14 @@ class VAE(DensityModel):
         The trained encoder/decoder (after :meth:`fit` or :meth:`from_checkpoint`).
     seed_ : int
         The seed the model was trained with; it also fixes the importance samples.
-    n_features_ : int
+    n_features_in_ : int
     likelihood_ : str
         The resolved likelihood.
     train_loss_ : ndarray [epochs]
         Mean negative ELBO per training example in each epoch (after :meth:`fit`).
+    checkpoints_ : list of (state_dict, lr, label)
+        The checkpoints :meth:`fit` kept (its ``checkpoints`` argument or
+        parameter), for TracIn; empty when none were asked for.
 
     Notes
     -----
@@ -240,7 +158,7 @@ class VAE(DensityModel):
     def __init__(self, *, latent_dim=8, hidden=(128, 64), arch="mlp", image_shape=None, likelihood="auto",
                  decoder_scale="learned", logit_lambda=0.05, binarize=None, epochs=80, batch_size=64, lr=2e-3,
                  num_samples=256, eval_chunk=2048, checkpoints=0, eval_every=None, device="cpu",
-                 dtype="float32"):
+                 dtype="float32", tf32=True, cuda_graph=True, compile=False):
         self.latent_dim = latent_dim
         self.hidden = hidden
         self.arch = arch
@@ -258,6 +176,9 @@ class VAE(DensityModel):
         self.eval_every = eval_every
         self.device = device
         self.dtype = dtype
+        self.tf32 = tf32
+        self.cuda_graph = cuda_graph
+        self.compile = compile
 
     # -- parameters -------------------------------------------------------
     def _bad(self, name, allowed):
@@ -292,6 +213,9 @@ class VAE(DensityModel):
             raise self._bad("lr", "a positive float")
         if self.dtype not in DTYPES:
             raise self._bad("dtype", "'float32' or 'float64'")
+        for name in ("tf32", "cuda_graph", "compile"):
+            if not isinstance(getattr(self, name), (bool, np.bool_)):
+                raise self._bad(name, "True or False")
         shape = self.image_shape
         if shape is not None and (not isinstance(shape, (tuple, list)) or len(shape) not in (2, 3)
                                   or not all(is_int(s) and s > 0 for s in shape)):
@@ -360,15 +284,57 @@ class VAE(DensityModel):
         config.update(likelihood=likelihood, n_features=int(n_features))
         return config
 
-    def checkpoint_epochs(self):
-        """Epochs after which :meth:`fit_units` saves checkpoints.
+    def memory_bytes(self, n_rows, n_features, n_units):
+        """Rough device memory of :meth:`fit_units` for ``n_units`` units on ``n_rows`` × ``n_features`` data.
 
-        ``round(epochs · i / checkpoints)`` for ``i = 1 … checkpoints``: evenly
-        spaced, the last at ``epochs``.
+        A model, not a measurement: parameters with gradients, Adam moments
+        and update temporaries (≈ 10 copies of the P parameters per unit), a
+        block of minibatches and their activations, the epoch plan (argsort
+        over the rows), one evaluation chunk (``eval_chunk`` rows × samples
+        through the decoder, log weights in float64), plus the data and the
+        random-number temporaries of a block (:data:`genmem.models.vae.train.BLOCK_BYTES`).
         """
-        if not self.checkpoints:
+        size = DTYPES[self.dtype].itemsize
+        n_params = sum(p.numel() for p in self._new_net(n_features, "gaussian").parameters())
+        widths = 2 * sum(int(h) for h in self.hidden) + 4 * int(self.latent_dim)
+        batch, chunk = int(self.batch_size), int(self.eval_chunk)
+        per_unit = (10 * n_params * size
+                    + MAX_BLOCK * batch * (4 * n_features + int(self.latent_dim)) * size
+                    + batch * (6 * n_features + 6 * widths) * size
+                    + 32 * n_rows
+                    + chunk * ((3 * n_features + widths) * size + 16) + 3 * 8 * n_rows)
+        fixed = 2 * n_rows * n_features * size + BLOCK_BYTES + (512 << 20)
+        return fixed + n_units * per_unit
+
+    def max_units_per_batch(self, X):
+        """On CUDA, the number of units whose training fits in 85 % of the free memory (:meth:`memory_bytes`)."""
+        device = resolve_device(self.device)
+        if device.type != "cuda":
+            return None
+        n_rows, n_features = check_data(X).shape
+        free = torch.cuda.mem_get_info(device)[0]
+        fixed, per_unit = self.memory_bytes(n_rows, n_features, 0), self.memory_bytes(n_rows, n_features, 1)
+        per_unit -= fixed
+        units = int((0.85 * free - fixed) // per_unit)
+        log.info("units per batch on %s: %d (%.1f GiB free, about %.2f GiB per unit + %.2f GiB)",
+                 device, units, free / 2**30, per_unit / 2**30, fixed / 2**30)
+        if units < 1:
+            raise GenmemError(
+                f"one VAE unit needs about {(fixed + per_unit) / 2**30:.1f} GiB on {device} but "
+                f"{free / 2**30:.1f} GiB are free; lower batch_size or eval_chunk, or run on the CPU"
+            )
+        return units
+
+    def checkpoint_epochs(self, checkpoints=None):
+        """Epochs after which :meth:`fit_units` (and :meth:`fit`) save checkpoints.
+
+        ``round(epochs · i / C)`` for ``i = 1 … C`` with C the ``checkpoints``
+        parameter (or the argument): evenly spaced, the last at ``epochs``.
+        """
+        count = self.checkpoints if checkpoints is None else checkpoints
+        if not count:
             return []
-        return sorted({int(round(self.epochs * (i + 1) / self.checkpoints)) for i in range(self.checkpoints)})
+        return sorted({int(round(self.epochs * (i + 1) / count)) for i in range(count)})
 
     def eval_epochs(self):
         """Epochs after which ``loglik_epochs`` is evaluated: ``eval_every, 2·eval_every, … ≤ epochs``."""
@@ -377,130 +343,44 @@ class VAE(DensityModel):
         return list(range(self.eval_every, self.epochs + 1, self.eval_every))
 
     # -- training -----------------------------------------------------------
-    def _train(self, X, masks, seeds, labels, likelihood, device, dtype, on_eval=None):
-        """Train one unit per row of ``masks`` together; returns (units, checkpoint records, train loss [U, E]).
+    def _train(self, X, masks, seeds, labels, likelihood, device, dtype, on_epoch=None):
+        """Train one unit per row of ``masks`` together; returns (units, train loss [U, E]).
 
-        ``labels`` name the units in error messages; ``on_eval(epoch, units)``
-        is called after each epoch of :meth:`eval_epochs`.
+        ``labels`` name the units in error messages; ``on_epoch(epoch,
+        units, trainer)`` is called after every epoch.
         """
-        n_units = len(masks)
-        streams = [_unit_streams(s) for s in seeds]
-        nets = []
-        for init_seed, _, _ in streams:
-            net = self._new_net(X.shape[1], likelihood).to_empty(device="cpu").to(dtype)
-            nets.append(init_parameters(net, torch_generator(init_seed)).to(device))
-        units = _Units.from_nets(nets, self._new_net(X.shape[1], likelihood), self._likelihood(likelihood))
-        params = list(units.params.values())
-        for p in params:
-            p.requires_grad_(True)
-        adam = _UnitAdam(params, self.lr)
-        gens = [torch_generator(train_seed, device) for _, train_seed, _ in streams]
-
-        X_dev = torch.as_tensor(X, dtype=dtype, device=device)
-        rows = [torch.as_tensor(np.flatnonzero(m), device=device) for m in masks]
-        n = np.array([len(r) for r in rows])
-        if (n == 0).any():
-            raise GenmemError(f"{labels[int(np.argmin(n))]} has no training rows; every unit needs at least one")
-        size, dim, latent = int(self.batch_size), X.shape[1], int(self.latent_dim)
-        n_steps = -(-n // size)
-        steps = int(n_steps.max())
-        active = np.arange(steps)[None, :] < n_steps[:, None]
-        dynamic = self.binarize == "dynamic"
-        ckpt_epochs, eval_epochs = set(self.checkpoint_epochs()), set(self.eval_epochs())
-        records = [{"epochs": [], "lrs": [], "steps": [], "states": []} for _ in range(n_units)]
-        train_loss = np.empty((n_units, self.epochs))
-
+        n_rows = masks.sum(1)
+        if (n_rows == 0).any():
+            raise GenmemError(f"{labels[int(np.argmin(n_rows))]} has no training rows; every unit needs at least one")
+        keys = key_words(seeds, device)
+        units = Units.initialised(self._new_net(X.shape[1], likelihood), keys, self._likelihood(likelihood),
+                                  dtype, device)
+        units.requires_grad_(True)
+        trainer = Trainer(units, torch.as_tensor(X, dtype=dtype, device=device), masks, keys,
+                          batch_size=self.batch_size, lr=self.lr, dynamic=self.binarize == "dynamic",
+                          graph=self.cuda_graph, compile=self.compile)
+        train_loss = np.empty((len(masks), self.epochs))
         for epoch in range(1, self.epochs + 1):
-            order = torch.empty((n_units, steps * size), dtype=torch.int64, device=device)
-            weight = torch.zeros((n_units, steps * size), dtype=dtype, device=device)
-            for u in range(n_units):
-                perm = rows[u][torch.randperm(int(n[u]), generator=gens[u], device=device)]
-                order[u, : n[u]] = perm
-                order[u, n[u]:] = perm[0]  # padding: a real row of the unit, weight 0
-                weight[u, : n[u]] = 1.0
-            epoch_loss = torch.zeros(n_units, dtype=dtype, device=device)
-            for first in range(0, steps, NOISE_BLOCK):
-                block = min(NOISE_BLOCK, steps - first)
-                eps = torch.zeros((n_units, block * size, latent), dtype=dtype, device=device)
-                noise = torch.zeros((n_units, block * size, dim), dtype=dtype, device=device) if dynamic else None
-                for u in range(n_units):
-                    count = int(min(max(n_steps[u] - first, 0), block)) * size
-                    if count:
-                        eps[u, :count] = torch.randn(count, latent, generator=gens[u], dtype=dtype, device=device)
-                        if dynamic:
-                            noise[u, :count] = torch.rand(count, dim, generator=gens[u], dtype=dtype, device=device)
-                for j in range(block):
-                    cols = slice((first + j) * size, (first + j + 1) * size)
-                    local = slice(j * size, (j + 1) * size)
-                    xb = X_dev[order[:, cols]]
-                    if dynamic:
-                        xb = (noise[:, local] < xb).to(dtype)
-                    loc, scale = units.encode(xb, shared=False)
-                    data = units.likelihood.data_terms(xb)
-                    log_w = units.log_weights(data, loc, scale, eps[:, local].unsqueeze(2))[..., 0]
-                    loss = -(log_w * weight[:, cols]).sum(1)
-                    grads = torch.autograd.grad(loss.sum(), params)
-                    adam.step(grads, active[:, first + j])
-                    epoch_loss += loss.detach()
-            train_loss[:, epoch - 1] = (epoch_loss / torch.as_tensor(n, dtype=dtype, device=device)).cpu().numpy()
+            train_loss[:, epoch - 1] = (trainer.run_epoch(epoch).cpu().numpy() / n_rows)  # the epoch's one read
             bad = ~np.isfinite(train_loss[:, epoch - 1])
             if bad.any():
                 u = int(np.flatnonzero(bad)[0])
                 raise GenmemError(
                     f"training diverged: non-finite ELBO loss for {labels[u]} at epoch {epoch} "
-                    f"({int(bad.sum())} of {n_units} units in this batch); lower lr (now {self.lr}), use "
+                    f"({int(bad.sum())} of {len(masks)} units in this batch); lower lr (now {self.lr}), use "
                     "dtype='float64' or check the data; units finished before this batch are kept"
                 )
             log.debug("epoch %d: mean loss per example %s", epoch, np.round(train_loss[:, epoch - 1], 3))
-            if epoch in ckpt_epochs:
-                for u, rec in enumerate(records):
-                    rec["epochs"].append(epoch)
-                    rec["lrs"].append(float(self.lr))
-                    rec["steps"].append(adam.steps(u))
-                    rec["states"].append(units.unit_state(u))
-            if epoch in eval_epochs and on_eval is not None:
-                on_eval(epoch, units)
-        for p in params:
-            p.requires_grad_(False)
-        return units, records, train_loss
+            if on_epoch is not None:
+                on_epoch(epoch, units, trainer)
+        units.requires_grad_(False)
+        return units, train_loss
 
     # -- evaluation -----------------------------------------------------------
     def _eval_data(self, X, device, dtype):
         if self.binarize == "dynamic":
             X = (X > EVAL_BINARIZE_THRESHOLD).astype(np.float64)
         return torch.as_tensor(X, dtype=dtype, device=device)
-
-    def _eval_eps(self, seeds, num_samples, device, dtype):
-        """Importance-sampling draws ε [U, S, L], one set per unit from its evaluation stream."""
-        eps = [torch.randn(num_samples, int(self.latent_dim), dtype=dtype, device=device,
-                           generator=torch_generator(_unit_streams(s)[2], device)) for s in seeds]
-        return torch.stack(eps)
-
-    @torch.no_grad()
-    def _evaluate(self, units, X_dev, eps):
-        """Per-example IS log p, effective sample size and ELBO (float64 [U, N] each)."""
-        n_units, n_samples = eps.shape[:2]
-        n_rows = X_dev.shape[0]
-        chunk_samples = min(n_samples, int(self.eval_chunk))
-        chunk_rows = max(1, int(self.eval_chunk) // n_samples)
-        out = {k: torch.empty((n_units, n_rows), dtype=torch.float64) for k in ("loglik", "ess", "elbo")}
-        for start in range(0, n_rows, chunk_rows):
-            x = X_dev[start:start + chunk_rows]
-            loc, scale = units.encode(x, shared=True)
-            data = units.likelihood.data_terms(x.unsqueeze(0))
-            lse = lse2 = torch.full((n_units, x.shape[0]), -math.inf, dtype=torch.float64, device=x.device)
-            total = torch.zeros_like(lse)
-            for s0 in range(0, n_samples, chunk_samples):
-                e = eps[:, s0:s0 + chunk_samples].unsqueeze(1)
-                log_w = units.log_weights(data, loc, scale, e).to(torch.float64)
-                lse = torch.logaddexp(lse, torch.logsumexp(log_w, -1))
-                lse2 = torch.logaddexp(lse2, torch.logsumexp(2.0 * log_w, -1))
-                total += log_w.sum(-1)
-            sl = slice(start, start + x.shape[0])
-            out["loglik"][:, sl] = (lse - math.log(n_samples)).cpu()
-            out["ess"][:, sl] = torch.exp(2.0 * lse - lse2).cpu()
-            out["elbo"][:, sl] = (total / n_samples).cpu()
-        return {k: v.numpy() for k, v in out.items()}
 
     @staticmethod
     def _warn_ess(ess, n_samples):
@@ -554,15 +434,25 @@ class VAE(DensityModel):
             unit_keys = [(0, u) for u in range(n_units)]
         keys = [tuple(int(i) for i in k) for k in unit_keys]
         labels = [f"unit {key}" for key in keys]
-        with _oom_guard(device, n_units, self.eval_chunk):
+        ckpt_epochs, eval_epochs = set(self.checkpoint_epochs()), set(self.eval_epochs())
+        records = [{"epochs": [], "lrs": [], "steps": [], "states": []} for _ in range(n_units)]
+        epoch_ll = []
+
+        def on_epoch(epoch, units, trainer):
+            if epoch in ckpt_epochs:
+                for rec, state, steps in zip(records, units.unit_states(), trainer.step_counts):
+                    rec["epochs"].append(epoch)
+                    rec["lrs"].append(float(self.lr))
+                    rec["steps"].append(steps)
+                    rec["states"].append(state)
+            if epoch in eval_epochs:
+                epoch_ll.append(evaluate(units, X_eval, eps, self.eval_chunk)["loglik"])
+
+        with _oom_guard(device, n_units, self.eval_chunk), matmul_precision(device, self.tf32):
             X_eval = self._eval_data(X, device, dtype)
-            eps = self._eval_eps(seeds, int(self.num_samples), device, dtype)
-            epoch_ll = []
-            units, records, train_loss = self._train(
-                X, masks, seeds, labels, likelihood, device, dtype,
-                on_eval=lambda epoch, units: epoch_ll.append(self._evaluate(units, X_eval, eps)["loglik"]),
-            )
-            final = self._evaluate(units, X_eval, eps)
+            eps = importance_eps(key_words(seeds, device), int(self.num_samples), int(self.latent_dim), dtype)
+            units, train_loss = self._train(X, masks, seeds, labels, likelihood, device, dtype, on_epoch)
+            final = evaluate(units, X_eval, eps, self.eval_chunk)
         self._warn_ess(final["ess"], int(self.num_samples))
         out = {"loglik": final["loglik"], "ess": final["ess"], "train_loss": train_loss}
         if self.eval_every is not None:
@@ -572,23 +462,45 @@ class VAE(DensityModel):
             folder.mkdir(parents=True, exist_ok=True)
             config = self._config(X.shape[1], likelihood)
             for key, seed, rec in zip(keys, seeds, records):
-                self.save_checkpoint(folder / f"unit_r{key[0]}_k{key[1]}.pt", rec, config, seed, key)
+                save_checkpoint(folder / f"unit_r{key[0]}_k{key[1]}.pt", rec, config, seed, key)
         if progress is not None:
             progress(n_units)
         return out
 
     # -- one model -------------------------------------------------------------
-    def fit(self, X, *, rng=None):
-        """Train one VAE on all rows of ``X`` [N, D] (the batched trainer with U = 1); returns ``self``."""
+    def fit(self, X, y=None, *, rng=None, checkpoints=None):
+        """Train one VAE on all rows of ``X`` [N, D] (the batched trainer with U = 1); returns ``self``.
+
+        Parameters
+        ----------
+        X : array [N, D]
+        y : ignored
+        rng : int, SeedSequence or numpy Generator, optional
+            The model's seed (weights, minibatches, ε, importance samples).
+        checkpoints : int, optional
+            Keep this many checkpoints of the training in :attr:`checkpoints_`
+            (default: the ``checkpoints`` parameter), so that TracIn
+            (:func:`genmem.influence.influence_for`) works on the model.
+        """
         X, likelihood, device, dtype = self._setup(X)
+        count = self.checkpoints if checkpoints is None else checkpoints
+        if not is_int(count) or not 0 <= count <= self.epochs:
+            raise GenmemError(f"checkpoints must be an int in [0, epochs={self.epochs}]; got {count!r}")
         seed = as_seed(rng)
         if seed is None:
             seed = as_seed(np.random.default_rng())
-        with _oom_guard(device, 1, self.eval_chunk):
-            units, _, train_loss = self._train(X, np.ones((1, X.shape[0]), dtype=bool), [seed], ["the model"],
-                                               likelihood, device, dtype)
-        self._set_fitted(units.unit_state(0), X.shape[1], likelihood, seed)
+        keep, kept = set(self.checkpoint_epochs(count)), []
+
+        def on_epoch(epoch, units, trainer):
+            if epoch in keep:
+                kept.append((units.unit_states()[0], float(self.lr), f"epoch {epoch}"))
+
+        with _oom_guard(device, 1, self.eval_chunk), matmul_precision(device, self.tf32):
+            units, train_loss = self._train(X, np.ones((1, X.shape[0]), dtype=bool), [seed], ["the model"],
+                                            likelihood, device, dtype, on_epoch)
+        self._set_fitted(units.unit_states()[0], X.shape[1], likelihood, seed)
         self.train_loss_ = train_loss[0]
+        self.checkpoints_ = kept
         return self
 
     def _set_fitted(self, state, n_features, likelihood, seed):
@@ -596,21 +508,20 @@ class VAE(DensityModel):
         net = self._new_net(n_features, likelihood).to_empty(device=device).to(dtype)
         net.load_state_dict(state)
         self.net_ = net.requires_grad_(False)
-        self.n_features_, self.likelihood_, self.seed_ = int(n_features), likelihood, int(seed)
-        self._fitted = True
+        self.n_features_in_, self.likelihood_, self.seed_ = int(n_features), likelihood, int(seed)
 
     def _score(self, X, num_samples):
         self._check_fitted()
-        X = check_data(X, n_features=self.n_features_)
+        X = check_data(X, n_features=self.n_features_in_, model=type(self).__name__)
         device, dtype = resolve_device(self.device), DTYPES[self.dtype]
         n_samples = int(self.num_samples if num_samples is None else num_samples)
         if n_samples < 1:
             raise GenmemError(f"num_samples must be a positive int; got {num_samples!r}")
-        units = _Units.from_nets([self.net_], self._new_net(self.n_features_, self.likelihood_),
-                                 self._likelihood(self.likelihood_))
-        with _oom_guard(device, 1, self.eval_chunk):
-            X_eval = self._eval_data(X, device, dtype)
-            result = self._evaluate(units, X_eval, self._eval_eps([self.seed_], n_samples, device, dtype))
+        units = Units.from_states(self._new_net(self.n_features_in_, self.likelihood_), [self.net_.state_dict()],
+                                  self._likelihood(self.likelihood_), dtype, device)
+        with _oom_guard(device, 1, self.eval_chunk), matmul_precision(device, self.tf32):
+            eps = importance_eps(key_words([self.seed_], device), n_samples, int(self.latent_dim), dtype)
+            result = evaluate(units, self._eval_data(X, device, dtype), eps, self.eval_chunk)
         return {k: v[0] for k, v in result.items()}, n_samples
 
     def log_prob(self, X, num_samples=None):
@@ -639,7 +550,7 @@ class VAE(DensityModel):
     def embed(self, X):
         """The encoder mean E[z | x] of each row of ``X`` [N, D], float64 [N, latent_dim] (a feature map)."""
         self._check_fitted()
-        X = check_data(X, n_features=self.n_features_)
+        X = check_data(X, n_features=self.n_features_in_, model=type(self).__name__)
         device, dtype = resolve_device(self.device), DTYPES[self.dtype]
         X_eval = self._eval_data(X, device, dtype)
         step = max(1, int(self.eval_chunk))
@@ -659,33 +570,31 @@ class VAE(DensityModel):
         x = self._likelihood(self.likelihood_).sample(out, self.net_.decoder.log_scale, gen)
         return x.cpu().numpy().astype(np.float64)
 
-    def pyro_model_guide(self):
+    def pyro_model_guide(self, *, param_store=False):
         """The fitted unit as a Pyro ``(model, guide)`` pair (:class:`VAEModel`, :class:`VAEGuide`).
 
-        They share this model's modules. ``pyro.infer.Trace_ELBO()(model,
-        guide)`` is an ``nn.Module`` whose loss is the negative ELBO that
-        :meth:`fit` minimises; its parameters live in the modules, not in
-        Pyro's global parameter store.
+        They share this model's modules, whose parameters they make trainable
+        (``requires_grad``); training them trains this model.
+
+        Parameters
+        ----------
+        param_store : bool, default=False
+            False: the parameters stay in the modules, out of Pyro's global
+            parameter store; ``loss = pyro.infer.Trace_ELBO()(model, guide)``
+            is an ``nn.Module`` whose loss is the negative ELBO that
+            :meth:`fit` minimises — train it with any torch optimizer over
+            ``loss.parameters()``. True: Pyro's global mode, for
+            ``pyro.infer.SVI(model, guide, pyro.optim.Adam(...),
+            Trace_ELBO()).step(x)``; the parameters are registered in the
+            global store under a name unique to this model.
         """
         self._check_fitted()
-        model = VAEModel(self.net_.decoder, self._likelihood(self.likelihood_), int(self.latent_dim))
-        return model, VAEGuide(self.net_.encoder)
+        self.net_.requires_grad_(True)
+        mode = {"local_params": not param_store, "name": f"genmem_vae_{id(self):x}" if param_store else ""}
+        model = VAEModel(self.net_.decoder, self._likelihood(self.likelihood_), int(self.latent_dim), **mode)
+        return model, VAEGuide(self.net_.encoder, **mode)
 
     # -- checkpoints -----------------------------------------------------------
-    @staticmethod
-    def save_checkpoint(path, record, config, seed, unit):
-        """Write one unit's checkpoints to ``path`` (``torch.save``; loads with ``weights_only=True``).
-
-        The file holds a dict: ``format``, ``version``, ``config`` (the VAE
-        parameters, resolved ``likelihood`` and ``n_features``), ``seed``,
-        ``unit`` ([repeat, fold]) and, per checkpoint, ``epochs``, ``lrs``
-        (Adam learning rate), ``steps`` (Adam steps taken) and ``states``
-        (the unit's ``state_dict`` with single-model names ``encoder.*``,
-        ``decoder.*``).
-        """
-        torch.save({"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, "config": config,
-                    "seed": int(seed), "unit": [int(i) for i in unit], **record}, path)
-
     @classmethod
     def from_state_dict(cls, state_dict, *, n_features, seed, **params):
         """A fitted :class:`VAE` with the weights ``state_dict`` (names of :class:`VAENet`).
@@ -721,19 +630,12 @@ class VAE(DensityModel):
         device : str, optional
             Overrides the recorded device.
         """
-        ckpt = torch.load(path, weights_only=True, map_location="cpu")
-        if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
-            raise GenmemError(f"{path} is not a genmem VAE checkpoint file")
-        return cls.from_checkpoint_dict(ckpt, epoch=epoch, device=device, source=path)
+        return cls.from_checkpoint_dict(read_checkpoint(path), epoch=epoch, device=device, source=path)
 
     @classmethod
     def from_checkpoint_dict(cls, ckpt, *, epoch=None, device=None, source="the checkpoint"):
         """A fitted :class:`VAE` from an already loaded checkpoint dict (see :meth:`from_checkpoint`)."""
-        epochs = list(ckpt["epochs"])
-        if epoch is None:
-            epoch = epochs[-1]
-        if epoch not in epochs:
-            raise GenmemError(f"{source} has no checkpoint at epoch {epoch}; it holds epochs {epochs}")
+        state = checkpoint_state(ckpt, epoch, source)
         config = dict(ckpt["config"])
         n_features = config.pop("n_features")
         config["hidden"] = tuple(config["hidden"])
@@ -741,8 +643,7 @@ class VAE(DensityModel):
             config["image_shape"] = tuple(config["image_shape"])
         if device is not None:
             config["device"] = device
-        return cls.from_state_dict(ckpt["states"][epochs.index(epoch)], n_features=n_features, seed=ckpt["seed"],
-                                   **config)
+        return cls.from_state_dict(state, n_features=n_features, seed=ckpt["seed"], **config)
 
 
 class _oom_guard:
