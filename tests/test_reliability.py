@@ -142,16 +142,19 @@ def test_finding_1_a_payload_batch_runs_nothing_and_names_the_file(tmp_path, com
 
 # -- 2. clobbers ------------------------------------------------------------------------------------------
 
+def refused_and_unchanged(args, path, *words):
+    """``genmem ARGS`` fails with one line holding ``words`` and leaves ``path`` byte for byte as it was."""
+    before = Path(path).read_bytes()
+    assert_one_line_error(run(args), *words)
+    assert Path(path).read_bytes() == before
+
+
 def test_finding_2_save_bank_never_replaces_its_input_or_another_file(kde_run, tmp_path):
     out, _ = kde_run
-    before = out.read_bytes()
-    assert_one_line_error(run(["neighbours", out, "--save-bank", out]), "--save-bank", "is an input of this command")
-    assert out.read_bytes() == before
+    refused_and_unchanged(["neighbours", out, "--save-bank", out], out, "--save-bank", "is an input of this command")
     other = tmp_path / "other.h5"
     genmem.kfold(KDE(0.7), np.random.default_rng(2).normal(size=(20, 3)), folds=2, out=other)
-    other_bytes = other.read_bytes()
-    assert_one_line_error(run(["neighbours", out, "--save-bank", other]), "exists", "--force")
-    assert other.read_bytes() == other_bytes
+    refused_and_unchanged(["neighbours", out, "--save-bank", other], other, "exists", "--force")
     bank = tmp_path / "bank.h5"
     assert run(["neighbours", out, "--save-bank", bank]).exit_code == 0
     assert run(["neighbours", out, "--save-bank", bank]).exit_code == 0  # the same run's bank is replaced
@@ -163,11 +166,9 @@ def test_finding_2_save_bank_never_replaces_its_input_or_another_file(kde_run, t
 
 def test_finding_2_gan_out_is_not_replaced_without_force(kde_run, tmp_path):
     out, _ = kde_run
-    before = out.read_bytes()
     tiny = ["gan", "--limit", "200", "--steps", "2", "--batch-size", "16", "--n-samples", "100", "--cells", "2",
             "--device", "cpu"]
-    assert_one_line_error(run([*tiny, "--out", out]), str(out), "--force")
-    assert out.read_bytes() == before
+    refused_and_unchanged([*tiny, "--out", out], out, str(out), "--force")
     gan = tmp_path / "gan.h5"
     assert run([*tiny, "--out", gan]).exit_code == 0
     assert run([*tiny, "--out", gan]).exit_code == 0  # the same run again
@@ -187,6 +188,16 @@ def test_plots_never_replace_inputs_or_other_files(kde_run, tmp_path, plot, word
     assert {p: p.read_bytes() for p in (out, other)} == before
     assert run(["top", out, "--plot", tmp_path / "t.png"]).exit_code == 0
     assert run(["report", out, "--plot", tmp_path / "t.png"]).exit_code == 0  # a plot of the same run
+
+
+def test_finding_2_export_never_replaces_its_input_or_an_existing_table(kde_run, tmp_path):
+    out, _ = kde_run
+    refused_and_unchanged(["export", out, "--csv", out], out, "--csv", "is an input of this command")
+    table = tmp_path / "t.csv"
+    table.write_text("someone's table\n")
+    refused_and_unchanged(["export", out, "--csv", table], table, "--force")
+    assert run(["export", out, "--csv", table, "--force"]).exit_code == 0
+    assert len(table.read_text().splitlines()) == 41 and tree(tmp_path) == ["run.h5", "t.csv"]
 
 
 # -- 3. one artifact folder per output name ----------------------------------------------------------------
