@@ -482,6 +482,8 @@ def _damage(name):
         "self soft link": lambda f: replace(f, "scores/memorization", h5py.SoftLink("/scores/memorization")),
         "short /data/x": lambda f: replace(f, "data/x", np.zeros((5, 3))),
         "group for a dataset": lambda f: (f.__delitem__("folds/done"), f.create_group("folds/done")),
+        "a view that is a group": lambda f: f.create_group("neighbours/distance"),
+        "a replaced /example scale": lambda f: replace(f, "example", np.arange(40)),  # leaves dangling scale links
     }[name]
 
 
@@ -494,6 +496,18 @@ def test_finding_10_damaged_files_are_one_line_errors(kde_run, damage):
         _damage(damage)(f)
     for command in (["info"], ["top"], ["report"], ["influence", "--self"], ["neighbours"]):
         assert_one_line_error(run([command[0], out, *command[1:]]), str(out))
+
+
+@pytest.mark.parametrize("damage", ["a view that is a group", "a replaced /example scale"])
+def test_finding_10_a_view_written_into_a_damaged_file_is_a_one_line_error(kde_run, damage):
+    out, _ = kde_run
+    if damage == "a replaced /example scale":  # the views that are there then point to a scale that is gone
+        add_views(out, {"neighbours/distance": np.zeros(40)})
+    with h5py.File(out, "r+") as f:
+        _damage(damage)(f)
+    before = out.read_bytes()
+    assert_one_line_error(run(["neighbours", out]), str(out), "damaged")
+    assert out.read_bytes() == before
 
 
 def test_finding_10_inputs_that_gave_tracebacks(kde_run, tmp_path):

@@ -377,16 +377,23 @@ def add_views(path, views, attrs=None, *, fingerprint=None):
                                   f"{', '.join(_RUN_GROUPS + DIMENSIONS)}")
             if len(value) != n:
                 raise GenmemError(f"view {key!r} has {len(value)} rows but the run has {n} examples")
-        with atomic_h5(path, start_from=path) as f:
-            named = "example" in f  # files written before dimension scales have none
-            for key, value in views.items():
-                if key in f:
-                    _drop(f, key)
-                f[key] = value
-                f[key].attrs["run_fingerprint"] = current
-                if named:
-                    _attach(f[key], "example")
-            for key, values in (attrs or {}).items():
-                for name, value in values.items():
-                    ok = isinstance(value, (str, int, float, bool, np.integer, np.floating))
-                    f[key].attrs[name] = value if ok else json.dumps(value, sort_keys=True)
+        try:
+            with atomic_h5(path, start_from=path) as f:
+                _write_views(f, views, attrs, current)
+        except (KeyError, ValueError, TypeError, AttributeError, RuntimeError) as exc:  # a damaged view or scale
+            raise _damaged(path, exc) from None
+
+
+def _write_views(f, views, attrs, fingerprint):
+    named = "example" in f  # files written before dimension scales have none
+    for key, value in views.items():
+        if key in f:
+            _drop(f, key)
+        f[key] = value
+        f[key].attrs["run_fingerprint"] = fingerprint
+        if named:
+            _attach(f[key], "example")
+    for key, values in (attrs or {}).items():
+        for name, value in values.items():
+            ok = isinstance(value, (str, int, float, bool, np.integer, np.floating))
+            f[key].attrs[name] = value if ok else json.dumps(value, sort_keys=True)
