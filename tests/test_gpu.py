@@ -19,7 +19,7 @@ from genmem.models.stacked_adam import StackedAdam
 from genmem.neighbours import NeighbourBank, data_copying_test
 from genmem.philox import bits, key_words, normal, uniform
 
-pytestmark = [pytest.mark.gpu, pytest.mark.filterwarnings("ignore:importance sampling is degenerate")]
+pytestmark = [pytest.mark.gpu, pytest.mark.filterwarnings("ignore:importance sampling collapsed")]
 
 
 @pytest.fixture(scope="module")
