@@ -7,7 +7,18 @@ import torch
 from .errors import GenmemError
 
 
-def check_data(X, *, name="X", min_rows=1, n_features=None, model="the model"):
+#: A feature range below this multiple of the data's largest magnitude is rounding, not spread (1024 ulps).
+SPREAD_RTOL = 1024 * float(np.finfo(np.float64).eps)
+
+
+def has_spread(X):
+    """False when all rows of ``X`` [N, D] are equal up to rounding: no feature's range exceeds
+    :data:`SPREAD_RTOL` times the largest absolute value."""
+    X = np.asarray(X)
+    return float(np.ptp(X, axis=0).max()) > SPREAD_RTOL * float(np.abs(X).max())
+
+
+def check_data(X, *, name="X", min_rows=1, n_features=None, model="the model", distinct=False):
     """Return ``X`` as a finite 2-D float64 NumPy array or raise :class:`GenmemError`.
 
     Parameters
@@ -22,6 +33,8 @@ def check_data(X, *, name="X", min_rows=1, n_features=None, model="the model"):
         Required number of columns (for data scored by an already fitted model).
     model : str, default="the model"
         How the fitted model is called in the message about ``n_features``.
+    distinct : bool, default=False
+        Also refuse data whose rows are all equal up to rounding (:func:`has_spread`).
     """
     if isinstance(X, torch.Tensor):
         X = X.detach().cpu().numpy()
@@ -55,6 +68,9 @@ def check_data(X, *, name="X", min_rows=1, n_features=None, model="the model"):
             f"{name} contains NaN or inf in {len(rows)} row(s) (first: row {rows[0]}); "
             "remove or impute them before fitting"
         )
+    if distinct and len(X) > 1 and not has_spread(X):
+        raise GenmemError(f"all rows of {name} are identical (up to rounding): there is no spread to fit a density "
+                          "to; remove the duplicates or check the data")
     return X
 
 
@@ -67,3 +83,52 @@ def is_real(value):
     """True for finite Python and NumPy real numbers (not bools)."""
     return (isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, (bool, np.bool_))
             and math.isfinite(value))
+
+
+def available_memory():
+    """Bytes of memory this process may still allocate: the smaller of the system's available memory
+    (``MemAvailable``) and what its cgroup limit leaves; None where neither can be read."""
+    limits = []
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    limits.append(int(line.split()[1]) * 1024)
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        with open("/sys/fs/cgroup/memory.max") as f:
+            limit = f.read().strip()
+        with open("/sys/fs/cgroup/memory.current") as f:
+            used = int(f.read().strip())
+        if limit != "max":
+            limits.append(max(0, int(limit) - used))
+    except (OSError, ValueError):
+        pass
+    return min(limits) if limits else None
+
+
+def format_bytes(n):
+    """``n`` bytes as a short human-readable size (e.g. ``"3.2 GB"``)."""
+    for unit in ("bytes", "kB", "MB", "GB", "TB", "PB"):
+        if abs(n) < 1000 or unit == "PB":
+            return f"{n:.0f} {unit}" if unit == "bytes" else f"{n:.1f} {unit}"
+        n /= 1000.0
+
+
+def check_allocation(nbytes, what, fix):
+    """Raise :class:`GenmemError` before allocating ``nbytes`` for ``what`` when that exceeds the available memory.
+
+    Parameters
+    ----------
+    nbytes : int or float
+        Bytes about to be allocated (an estimate may be a float).
+    what : str
+        What they hold, e.g. ``"the fold assignment of --repeats 1000000000"``.
+    fix : str
+        How to need less, e.g. ``"lower --repeats"``.
+    """
+    available = available_memory()
+    if available is not None and nbytes > available:
+        raise GenmemError(f"{what} needs {format_bytes(nbytes)}, more than the {format_bytes(available)} of memory "
+                          f"available; {fix}")

@@ -115,7 +115,7 @@ def test_idx_truncated(tmp_path, compress):
 def test_idx_extra_bytes_and_missing_file(tmp_path):
     path = write_idx(tmp_path / "t-idx1-ubyte", np.arange(5, dtype=np.uint8))
     path.write_bytes(path.read_bytes() + b"\0")
-    with pytest.raises(GenmemError, match=r"promises dims \(5,\) \(5 data bytes\) but the file holds 6"):
+    with pytest.raises(GenmemError, match=r"promises dims \(5,\) \(5 data bytes\) but the file holds more than 5"):
         read_idx(path)
     with pytest.raises(GenmemError, match="does not exist"):
         read_idx(tmp_path / "nothing")

@@ -262,7 +262,7 @@ def test_cli_self_and_test_points_validate_first_and_write_once(tmp_path, monkey
     assert computed == [] and genmem.read_result(out).views == {}
     calls = []
     monkeypatch.setattr(importlib.import_module("genmem.cli.influence"), "add_views",
-                        lambda *a: calls.append(a) or add_views(*a))
+                        lambda *a, **kw: calls.append(a) or add_views(*a, **kw))
     result = run(["influence", out, "--self", "--test-index", "4,8"])
     assert result.exit_code == 0, result.output
     assert len(calls) == 1 and sorted(calls[0][1]) == sorted(calls[0][2]) == ["influence/self", "influence/test"]

@@ -74,7 +74,7 @@ def test_export_parquet(run_file, tmp_path):
 def test_export_errors(run_file, tmp_path):
     assert_one_line_error(run(["export", run_file]), "--csv OUT")
     assert_one_line_error(run(["export", tmp_path / "missing.h5", "--csv", tmp_path / "t.csv"]), "no such file")
-    assert_one_line_error(run(["export", run_file, "--csv", tmp_path / "no" / "t.csv"]), "No such file")
+    assert_one_line_error(run(["export", run_file, "--csv", tmp_path / "no" / "t.csv"]), "does not exist")
 
 
 def test_axes_are_named_by_dimension_scales(run_file):

@@ -314,13 +314,13 @@ def test_cli_vae_self_influence_averages_units(vae_run, tmp_path, monkeypatch):
     folder, X = vae_run
     out = tmp_path / "run.h5"
     shutil.copy(folder / "run.h5", out)
-    shutil.copytree(folder / "run.units", tmp_path / "run.units")
+    shutil.copytree(folder / "run.h5.units", tmp_path / "run.h5.units")
     result = run(["influence", out, "--self", "--device", "cpu", "--seed", 3])
     assert result.exit_code == 0, result.output
     res = genmem.read_result(out)
     total, count = np.zeros(len(X)), np.zeros(len(X))
     for r, k in zip(*np.nonzero(res.done)):
-        vae, checkpoints, _ = load_vae_checkpoint(tmp_path / "run.units" / f"unit_r{r}_k{k}.pt")
+        vae, checkpoints, _ = load_vae_checkpoint(tmp_path / "run.h5.units" / f"unit_r{r}_k{k}.pt")
         mask = res.assignment[r] != k
         Xm = torch.as_tensor(X[mask])
         eps = TracIn(vae_negative_elbo(vae), checkpoints, noise_shape=(1, 2), seed=3).noise(len(Xm), TRAIN_STREAM)
@@ -333,11 +333,11 @@ def test_cli_vae_self_influence_averages_units(vae_run, tmp_path, monkeypatch):
     assert json.loads(attrs["lrs"]) == [2e-3, 2e-3] and attrs["units"] == 3
     # the library object reads each unit's file once, however many computations follow
     reads = []
-    monkeypatch.setattr(torch, "load", lambda *a, _load=torch.load, **kw: reads.append(a[0]) or _load(*a, **kw))
+    monkeypatch.setattr(tracin_module, "verified_bytes", lambda *a, _read=tracin_module.verified_bytes: reads.append(a[1]) or _read(*a))
     inf = KFoldTracIn(res, out, seed=3)
     np.testing.assert_allclose(inf.self_influence(), total / count, rtol=1e-5)
     matrix = inf.influence(X[[2]])
-    assert sorted(reads) == sorted(inf.files.values())
+    assert sorted(reads) == sorted(path.name for path in inf.files.values())
     test = run(["influence", out, "--test-index", 2, "-k", 3, "--json", "--device", "cpu", "--seed", 3])
     assert test.exit_code == 0, test.output
     np.testing.assert_allclose(genmem.read_result(out).views["influence/test"], matrix.T, rtol=1e-12)
@@ -348,10 +348,10 @@ def test_cli_vae_bad_checkpoints(vae_run, tmp_path):
     assert_one_line_error(run(["influence", folder / "bare.h5", "--self"]), "no VAE checkpoints", "checkpoints > 0")
     out = tmp_path / "run.h5"
     shutil.copy(folder / "run.h5", out)
-    shutil.copytree(folder / "run.units", tmp_path / "run.units")
-    shutil.copy(folder / "other.units" / "unit_r0_k1.pt", tmp_path / "run.units" / "unit_r0_k1.pt")
-    assert_one_line_error(run(["influence", out, "--self"]), "another run")
-    (tmp_path / "run.units" / "unit_r0_k1.pt").unlink()
+    shutil.copytree(folder / "run.h5.units", tmp_path / "run.h5.units")
+    shutil.copy(folder / "other.h5.units" / "unit_r0_k1.pt", tmp_path / "run.h5.units" / "unit_r0_k1.pt")
+    assert_one_line_error(run(["influence", out, "--self"]), "unit_r0_k1.pt differs from the file the run wrote")
+    (tmp_path / "run.h5.units" / "unit_r0_k1.pt").unlink()
     assert_one_line_error(run(["influence", out, "--self"]), "1 of 3 checkpoint files are missing", "unit_r0_k1.pt")
     np.save(tmp_path / "z.npy", np.zeros((2, 3)))
     assert_one_line_error(run(["influence", folder / "run.h5", "--test-data", tmp_path / "z.npy"]), "6 features")

@@ -1,6 +1,7 @@
 """``genmem influence``: influence of training examples, stored as views of a results file."""
 import hashlib
 import json
+import zipfile
 from pathlib import Path
 
 import click
@@ -13,8 +14,10 @@ from ..errors import GenmemError
 from ..influence import KFoldTracIn, gather_influence, influence_for
 from ..models import KDE, MODELS
 from ..models.base import accepts_rng
+from ..outputs import check_folder, output_lock
 from ..results import add_views, read_result
 from ..results.provenance import import_qualified, rebuild
+from ..results.verify import check_stored_data
 from ..validation import check_data
 
 #: Largest influence matrix [N, n_test] stored in a results file.
@@ -102,18 +105,21 @@ def _load_test_data(path, n_features):
         raise GenmemError(f"no such file: {path}; --test-data takes a .npy or .npz array [n, {n_features}]")
     try:
         loaded = np.load(path, allow_pickle=False)
-    except (OSError, ValueError) as exc:
-        raise GenmemError(f"{path} cannot be read as .npy or .npz ({exc})") from None
-    if isinstance(loaded, np.lib.npyio.NpzFile):
-        with loaded:
-            keys = list(loaded.keys())
-            if len(keys) != 1 and "x" not in keys:
-                raise GenmemError(f"{path} holds arrays {keys}; store the test points alone or under the name 'x'")
-            loaded = loaded["x" if "x" in keys else keys[0]]
-    if loaded.ndim != 2 or loaded.shape[1] != n_features:
+        keys = None
+        if isinstance(loaded, np.lib.npyio.NpzFile):
+            with loaded:
+                keys = list(loaded.keys())
+                if len(keys) == 1 or "x" in keys:
+                    loaded = loaded["x" if "x" in keys else keys[0]]
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+        raise GenmemError(f"{path} cannot be read as .npy or .npz ({exc or 'empty file'}); store a numeric array "
+                          "with numpy.save") from None
+    if not isinstance(loaded, np.ndarray):
+        raise GenmemError(f"{path} holds arrays {keys}; store the test points alone or under the name 'x'")
+    if loaded.dtype.kind not in "biuf" or loaded.ndim != 2 or loaded.shape[1] != n_features:
         raise GenmemError(
-            f"test data {path} has shape {loaded.shape} but the run's data has {n_features} features; "
-            f"give an array [n, {n_features}] preprocessed like the run's data"
+            f"test data {path} holds {loaded.dtype} {loaded.shape} but the run's data has {n_features} features; "
+            f"give a numeric array [n, {n_features}] preprocessed like the run's data"
         )
     return check_data(loaded, name="test data", n_features=n_features)
 
@@ -173,9 +179,18 @@ def influence(file, self_, test_index, test_data, top_k, device, seed, draws, un
         raise GenmemError("pass either --test-index or --test-data, not both")
     if top_k < 1:
         raise GenmemError(f"-k must be at least 1; got {top_k}")
+    check_folder(file, "FILE")  # the views are written into FILE: its folder must be writable
+    with output_lock(file):
+        _influence(file, self_, test_index, test_data, top_k, device, seed, draws, unbiased, cosine, projection_dim,
+                   chunk_size, as_json)
+
+
+def _influence(file, self_, test_index, test_data, top_k, device, seed, draws, unbiased, cosine, projection_dim,
+               chunk_size, as_json):
     result = read_result(file)
     if not result.complete:
         raise GenmemError(f"{file} holds an unfinished run; finish it with the same 'genmem kfold' command first")
+    check_stored_data(result, file)
     testing = bool(test_index or test_data)
     if testing:  # checked before any computation
         Z, source, rows = _test_points(result, file, test_index, test_data)
@@ -201,7 +216,7 @@ def influence(file, self_, test_index, test_data, top_k, device, seed, draws, un
              "proponents": [_row_info(result, i, s) for i, s in zip(top.proponents[j], top.proponent_scores[j])],
              "opponents": [_row_info(result, i, s) for i, s in zip(top.opponents[j], top.opponent_scores[j])]}
             for j in range(len(Z))]
-    add_views(file, views, attrs)
+    add_views(file, views, attrs, fingerprint=result.config["fingerprint"])
     _print(report, file, as_json, bool(test_data))
 
 

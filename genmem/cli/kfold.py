@@ -13,6 +13,8 @@ from ..errors import GenmemError
 from ..memorization import ESTIMATORS, kfold as run_kfold
 from ..models import MODELS, make_model
 from ..models.vae import PRESETS
+from ..results import read_result
+from . import interrupted_exit_code
 
 
 def _bandwidth(value):
@@ -130,7 +132,9 @@ def _apply_preset(ctx, args):
               help="Root seed of folds, models and dequantization.")
 @click.option("--device", type=click.Choice(DEVICES), default="auto", show_default=True)
 @click.option("--out", "-o", type=click.Path(dir_okay=False), help="Results file [default: DATASET-MODEL-kK.h5].")
-@click.option("--force", is_flag=True, help="Overwrite an existing results file of another run.")
+@click.option("--force", is_flag=True,
+              help="Replace an existing results file of another run (a partial of this same run still resumes).")
+@click.option("--restart", is_flag=True, help="Discard this run's own saved progress and start over.")
 @click.option("--no-store-data", is_flag=True, help="Do not store the data array and images in the file.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 @click.pass_context
@@ -148,7 +152,7 @@ def kfold(ctx, **args):
 
 
 def _run(model_name, preset, folds, repeats, dataset, data_dir, split, limit, pca, binarize, dequantize, pad_to,
-         estimator, units_per_batch, seed, device, out, force, no_store_data, quiet, **options):
+         estimator, units_per_batch, seed, device, out, force, restart, no_store_data, quiet, **options):
     if binarize == "dynamic" and model_name != "vae":
         raise GenmemError(f"--binarize dynamic draws fresh binary pixels while training, which only the VAE does; "
                           f"use --binarize fixed with --model {model_name}")
@@ -170,12 +174,27 @@ def _run(model_name, preset, folds, repeats, dataset, data_dir, split, limit, pc
                            device=device, units_per_batch=units_per_batch, labels=prepared.labels,
                            label_names=prepared.label_names,
                            index=prepared.index, images=prepared.images, data_info=prepared.info,
-                           store_data=not no_store_data, out=out, force=force, progress=not quiet, argv=sys.argv)
-    except KeyboardInterrupt:
-        click.echo(f"\ninterrupted: completed units are saved in {out}.partial; "
-                   "run the same command again to resume", err=True)
-        sys.exit(130)
+                           store_data=not no_store_data, out=out, force=force, restart=restart,
+                           progress=not quiet, argv=sys.argv)
+    except KeyboardInterrupt as exc:
+        _interrupted(out, restart)
+        sys.exit(interrupted_exit_code(exc))
     _summary(result, out)
+
+
+def _interrupted(out, restart):
+    """Say what an interruption kept: the units saved in OUT.partial, if any."""
+    partial = out.with_name(out.name + ".partial")
+    try:
+        done = read_result(partial).done if partial.exists() else None
+    except GenmemError:
+        done = None
+    if done is None or not done.any():
+        click.echo("\ninterrupted before any unit was saved; nothing to resume", err=True)
+        return
+    again = "the same command without --restart" if restart else "the same command"
+    click.echo(f"\ninterrupted: {int(done.sum())} of {done.size} units are saved in {partial}; run {again} again "
+               "to resume", err=True)
 
 
 def _summary(result, out):

@@ -7,6 +7,7 @@ import numpy as np
 from ..errors import GenmemError
 from ..neighbours import compare_with_scores
 from ..results import read_result
+from .top import claim_plot, write_plot
 
 
 @click.command()
@@ -15,14 +16,17 @@ from ..results import read_result
               help="Size of the top sets whose overlap is reported (at most the number of examples).")
 @click.option("--plot", type=click.Path(dir_okay=False),
               help="Write a PNG: memorization against each view (a histogram of it when there are none).")
+@click.option("--force", is_flag=True, help="Replace an existing --plot file that is not a plot of this run.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
-def report(file, count, plot, as_json):
+def report(file, count, plot, force, as_json):
     """Summarise a results FILE: the run, score summaries, rank agreement between scores."""
     if count < 1:
         raise GenmemError(f"-n must be at least 1; got {count}")
     result = read_result(file)
     if not result.complete:
         raise GenmemError(f"{file} holds an unfinished run; finish it with the same 'genmem kfold' command first")
+    if plot:
+        claim_plot(plot, result, file, force)
     summary = report_dict(result, count)
     if as_json:
         click.echo(json.dumps({"file": str(file), **summary}, indent=1))
@@ -44,7 +48,7 @@ def report(file, count, plot, as_json):
 
         use_agg()
         views = {name: result.values(name) for name in summary["summaries"] if name != "memorization"}
-        save_figure(plot_report(result.memorization, views), plot)
+        write_plot(plot, result, lambda path: save_figure(plot_report(result.memorization, views), path))
         click.echo(f"wrote {plot}", err=True)
 
 

@@ -4,6 +4,7 @@ import json
 import click
 
 from ..errors import GenmemError
+from ..outputs import claim, output_lock, write_png
 from ..results import read_result
 from ..results.tables import top_rows
 
@@ -17,14 +18,17 @@ from ..results.tables import top_rows
 @click.option("--plot", type=click.Path(dir_okay=False),
               help="Write a PNG: the examples' images with their scores (rows of features: all rows in 2-D, "
                    "the top ones ringed).")
+@click.option("--force", is_flag=True, help="Replace an existing --plot file that is not a plot of this run.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
-def top(file, count, by, plot, as_json):
+def top(file, count, by, plot, force, as_json):
     """List the top-memorized examples of a results FILE (highest score first)."""
     if count < 1:
         raise GenmemError(f"-n must be at least 1; got {count}")
     result = read_result(file)
     if not result.complete:
         raise GenmemError(f"{file} holds an unfinished run; finish it with the same 'genmem kfold' command first")
+    if plot:
+        claim_plot(plot, result, file, force)
     rows = top_rows(result, count, by)
     if as_json:
         click.echo(json.dumps(rows, indent=1))
@@ -42,5 +46,20 @@ def top(file, count, by, plot, as_json):
         from .figures import save_figure, use_agg
 
         use_agg()
-        save_figure(plot_top(result, count, by), plot)
+        write_plot(plot, result, lambda path: save_figure(plot_top(result, count, by), path))
         click.echo(f"wrote {plot}", err=True)
+
+
+def claim_plot(plot, result, file, force):
+    """Check, before any work, that the PNG ``plot`` of the run in ``result`` (read from ``file``) may be written."""
+    claim(plot, _plot_identity(result), force=force, inputs=[file], option="--plot", suffixes=(".png",))
+
+
+def write_plot(plot, result, draw):
+    """Write the PNG ``plot`` of the run in ``result`` atomically; ``draw(path)`` saves the figure."""
+    with output_lock(plot):
+        write_png(plot, draw, _plot_identity(result))
+
+
+def _plot_identity(result):
+    return f"plot:{result.config['fingerprint']}"

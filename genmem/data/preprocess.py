@@ -12,6 +12,7 @@ import numpy as np
 
 from ..errors import GenmemError
 from ..seeds import DEQUANTIZE, stream_rng
+from ..validation import check_allocation, has_spread
 from .loaders import Dataset, _array_dataset
 
 BINARIZE_MODES = ("fixed", "dynamic")
@@ -174,7 +175,7 @@ def prepare(dataset, *, labels=None, scale=True, pca=None, binarize=None, dequan
         if not scale:
             offset, divisor = 0.0, 1.0
         elif divisor == 0.0:
-            raise GenmemError(f"dataset {dataset.name!r} is constant; it cannot be scaled to [0, 1] (use scale=False)")
+            raise GenmemError(f"dataset {dataset.name!r} is constant (up to rounding); it cannot be scaled to [0, 1] (use scale=False)")
         kind = "continuous values" if dataset.levels is None else f"intensities 0..{dataset.levels - 1}"
         units = f"log-density over the dataset's own scale ({kind}, {where}, D={d})"
     X -= offset
@@ -253,11 +254,11 @@ def bits_per_dim(log_p, n_dims):
 
 def _unit_range(X, levels):
     """(offset, divisor) mapping X onto [0, 1]: (0, levels - 1) for discrete data, else
-    (min, max - min); the divisor is 0 for constant continuous data."""
+    (min, max - min); the divisor is 0 for continuous data that are constant up to rounding."""
     if levels is not None:
         return 0.0, float(levels - 1)
     lo, hi = float(X.min()), float(X.max())
-    return lo, hi - lo
+    return lo, hi - lo if has_spread(X.reshape(-1, 1)) else 0.0
 
 
 def _pad(x, image_shape, pad_to):
@@ -271,6 +272,9 @@ def _pad(x, image_shape, pad_to):
         raise GenmemError(
             f"pad_to={pad_to!r} must be an int or (height, width) no smaller than the images ({height}x{width})"
         )
+    channels = math.prod(image_shape[2:])
+    check_allocation(len(x) * size[0] * size[1] * channels * (x.dtype.itemsize + 8 + 4),
+                     f"padding {len(x)} images to {size[0]}x{size[1]} (pad_to, --pad-to)", "lower --pad-to")
     top, left = (size[0] - height) // 2, (size[1] - width) // 2
     out = np.zeros((len(x), *size, *image_shape[2:]), dtype=x.dtype)
     out[:, top : top + height, left : left + width] = x

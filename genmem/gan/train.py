@@ -19,6 +19,7 @@ The test hold-out of datasets without a test split uses ``(split_seed, 4)``.
 """
 import json
 import logging
+import math
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -32,9 +33,11 @@ from scipy.stats import spearmanr
 from ..data import load_dataset, prepare
 from ..device import resolve_device
 from ..errors import GenmemError
+from ..outputs import IDENTITY
 from ..results import atomic_h5, provenance
 from ..neighbours import NeighbourBank, data_copying_test, imagenet_embedder
 from ..seeds import stream_seed
+from ..validation import check_allocation
 from .nets import make_gan
 from .rejection import DEFAULT_MAX_TRIES, MemorizationRejection, bank_features, resolve_tau
 
@@ -418,6 +421,15 @@ class GANEvaluation:
     ct_cells: dict = field(repr=False)
 
 
+def check_sample_memory(n_samples, image_shape):
+    """Raise :class:`GenmemError` when ``n_samples`` generated images of ``image_shape`` (float32, with their float64
+    features and normalised copy) would not fit in the available memory."""
+    per_value = 4 + 8 + 8
+    check_allocation(float(n_samples) * math.prod(image_shape) * per_value,
+                     f"--n-samples {n_samples} generated {'x'.join(map(str, image_shape))} images and their features",
+                     "lower --n-samples")
+
+
 def evaluate_gan(generator, bank, test_images, *, n_samples=None, n_cells=None, seed=0, inception=None,
                  device=None, bins=HIST_BINS):
     """Evaluate samples of the unrejected generator against held-out test images.
@@ -452,6 +464,7 @@ def evaluate_gan(generator, bank, test_images, *, n_samples=None, n_cells=None, 
     """
     test = _check_images(test_images, "test_images")
     n_samples = len(test) if n_samples is None else n_samples
+    check_sample_memory(n_samples, test.shape[1:])
     n_cells = default_cells(len(test)) if n_cells is None else n_cells
     inception_net = None if inception is None else imagenet_embedder(INCEPTION_ARCH, inception,
                                                                      device=device or "auto")
@@ -490,14 +503,16 @@ def evaluate_gan(generator, bank, test_images, *, n_samples=None, n_cells=None, 
 # -- the results file --------------------------------------------------------------
 
 
-def write_gan(path, run, evaluation, *, data_info=None, train_index=None, test_index=None, argv=None):
+def write_gan(path, run, evaluation, *, data_info=None, train_index=None, test_index=None, argv=None, identity=None):
     """Write a trained and evaluated GAN run to one HDF5 file, atomically.
 
     Layout (format ``genmem.gan``, version 1)::
 
         /                        attrs: format, format_version, genmem_version, created, argv,
                                  config (JSON), seeds (JSON), versions (JSON), device,
-                                 metrics (JSON), tau, tau_auto
+                                 metrics (JSON), tau, tau_auto, genmem_identity (when
+                                 ``identity`` is given: what determines the run, see
+                                 :mod:`genmem.outputs`)
         /samples/images [m, C, H, W]     generated images in [0, 1] (unrejected generator)
         /eval/nn_distance_generated [m'], /eval/nn_distance_test [n]
         /eval/histogram_edges [B + 1], /eval/histogram_generated [B], /eval/histogram_test [B]
@@ -516,6 +531,8 @@ def write_gan(path, run, evaluation, *, data_info=None, train_index=None, test_i
     with atomic_h5(path) as f:
         f.attrs["format"] = FORMAT
         f.attrs["format_version"] = FORMAT_VERSION
+        if identity is not None:
+            f.attrs[IDENTITY] = identity
         for key, value in meta.items():
             f.attrs[key] = value if isinstance(value, str) else json.dumps(value, sort_keys=True)
         f.attrs["config"] = json.dumps({**run.config, "data": data_info or {}}, sort_keys=True)

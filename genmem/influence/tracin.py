@@ -35,6 +35,7 @@ unbiased with standard deviation about ``√((|g|²|g'|² + (g·g')²) / d)``
 influence becomes one matrix product.
 """
 import hashlib
+import io
 import inspect
 import json
 import logging
@@ -50,8 +51,9 @@ from torch.func import functional_call, grad, vmap
 
 from ..device import resolve_device
 from ..errors import GenmemError
-from ..seeds import stream, stream_seed
+from ..memorization.artifacts import check_manifest, verified_bytes
 from ..memorization.runner import RUNTIME_PARAMS
+from ..seeds import stream, stream_seed
 from ..models.base import torch_generator
 from ..validation import check_data
 
@@ -593,13 +595,16 @@ def vae_negative_elbo(vae):
     return loss
 
 
-def load_vae_checkpoint(path, *, device="cpu"):
+def load_vae_checkpoint(path, *, device="cpu", content=None):
     """Read a VAE unit's checkpoint file (``unit_r{r}_k{k}.pt`` of :meth:`VAE.fit_units`).
 
     Parameters
     ----------
     path : path-like
     device : str, default="cpu"
+    content : bytes, optional
+        The file's bytes, already read (and checked) by the caller; ``path``
+        then only names it in messages.
 
     Returns
     -------
@@ -619,7 +624,7 @@ def load_vae_checkpoint(path, *, device="cpu"):
     from ..models.vae import CHECKPOINT_FORMAT, VAE
 
     try:
-        raw = torch.load(path, weights_only=True, map_location="cpu")
+        raw = torch.load(path if content is None else io.BytesIO(content), weights_only=True, map_location="cpu")
     except FileNotFoundError:
         raise GenmemError(
             f"checkpoint file {path} is missing; re-run 'genmem kfold' with checkpoints to make it") from None
@@ -706,14 +711,16 @@ class KFoldTracIn:
                 f"{path} has no VAE checkpoints (folder {folder or 'none recorded'}); re-run 'genmem kfold' with "
                 "checkpoints > 0 (VAE(checkpoints=10)) and keep the .units folder beside the results file"
             )
-        self.result, self.path = result, path
+        self.result, self.path, self.folder = result, path, folder
         self.files = {(int(r), int(k)): folder / f"unit_r{r}_k{k}.pt" for r, k in zip(*np.nonzero(result.done))}
         missing = [p.name for p in self.files.values() if not p.is_file()]
         if missing:
             raise GenmemError(
                 f"{len(missing)} of {len(self.files)} checkpoint files are missing from {folder} "
-                f"(first: {missing[0]}); re-run 'genmem kfold --force' with checkpoints to recreate them"
+                f"(first: {missing[0]}); re-run 'genmem kfold --restart' with checkpoints to recreate them"
             )
+        check_manifest(folder, [p.name for p in self.files.values()], result.config["fingerprint"],
+                       result.config["data_sha256"])
         self.options = dict(draws=_positive_int(draws, "draws"), seed=seed, projection_dim=projection_dim,
                             normalize=normalize, chunk_size=chunk_size, device=device)
         self.unbiased = bool(unbiased)
@@ -738,7 +745,9 @@ class KFoldTracIn:
         """The TracIn of unit ``key``, from its checkpoint file (read and checked on the first call)."""
         if key not in self._loaded:
             file = self.files[key]
-            vae, checkpoints, info = load_vae_checkpoint(file, device=self.options["device"])
+            content = verified_bytes(self.folder, file.name, self.result.config["fingerprint"],
+                                     self.result.config["data_sha256"])
+            vae, checkpoints, info = load_vae_checkpoint(file, device=self.options["device"], content=content)
             self._check(key, info, file)
             if self.labels is None:
                 self.labels, self.lrs = [ck.label for ck in checkpoints], [ck.lr for ck in checkpoints]

@@ -6,12 +6,16 @@ handed to the model in batches (:meth:`DensityModel.fit_units`), so models that
 train many units at once do so. With ``out`` given, completed units are saved
 after every batch to ``OUT.partial`` (atomically), and calling :func:`kfold`
 again with the same arguments resumes from there; the final file appears only
-when the run is complete.
+when the run is complete. The run holds a lock on ``OUT`` while it lasts, and
+per-unit files (checkpoints) go to ``OUT.units/`` with a manifest that ties
+them to the run (:mod:`genmem.memorization.artifacts`).
 """
+import contextlib
 import hashlib
 import json
 import logging
 import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -21,9 +25,11 @@ from ..device import resolve_device
 from ..errors import GenmemError
 from ..models import MODELS, DensityModel
 from ..models.base import UnitError
+from ..outputs import check_folder, check_not_input, clean_stale, output_lock, temporary_folder
 from ..results import KFoldResult, read_result, write_result
-from ..results.provenance import jsonable, now, provenance, qualified_name
-from ..validation import check_data
+from ..results.provenance import data_sha256, jsonable, now, provenance, qualified_name
+from ..validation import check_allocation, check_data
+from .artifacts import artifact_folder, claim_folder, publish
 from .checks import warn_implausible_scores
 from .estimators import DEFAULT_ESTIMATOR, ESTIMATORS, memorization_scores
 from .folds import check_fold_args, make_folds, unit_seed
@@ -66,23 +72,71 @@ def _make_model(model, device):
     return model
 
 
-def _existing(out, partial, fingerprint, force):
-    """A finished or partial result of the same run to reuse, else None; refuses to clobber another run."""
+def _previous(out, partial, fingerprint, force, restart):
+    """The saved progress of this run to reuse (the result file first, then the partial), or None.
+
+    A file of another run, or one that cannot be read, is refused unless
+    ``force``, which discards it; ``restart`` discards this run's own progress.
+    """
+    found = None
     for path in (out, partial):
-        if not path.exists() or force:
+        if not path.exists():
             continue
-        previous = read_result(path)
+        try:
+            previous = read_result(path)
+        except GenmemError as exc:
+            if force:
+                log.warning("discarding %s: %s", path, exc)
+                continue
+            raise GenmemError(f"cannot reuse {path}: {exc}; or pass --force to discard it") from None
         if previous.config.get("fingerprint") != fingerprint:
-            raise GenmemError(
-                f"{path} exists and holds a different run; pass --force (force=True) to overwrite it or choose another --out"
-            )
-        return previous
-    return None
+            if not force:
+                raise GenmemError(f"{path} exists and holds a different run; pass --force (force=True) to replace "
+                                  "it or choose another --out")
+            continue
+        if found is None and not restart:
+            found = previous
+    return found
+
+
+def _reuse(result, previous, source):
+    """Copy the valid units of ``previous`` into ``result``; returns True when ``previous`` is complete and sound.
+
+    A unit is reused when it is marked done and its log-likelihoods are all
+    finite, in a file whose folds, unit seeds and shapes are this run's;
+    the others are recomputed, with a warning.
+    """
+    same_layout = (previous.loglik.shape == result.loglik.shape and previous.done.shape == result.done.shape
+                   and np.array_equal(previous.assignment, result.assignment)
+                   and np.array_equal(previous.unit_seeds, result.unit_seeds)
+                   and all(np.shape(v)[:2] == result.done.shape for v in previous.extras.values()))
+    if not same_layout:
+        warnings.warn(f"{source} does not match this run's folds, seeds or shapes; recomputing all units",
+                      stacklevel=3)
+        return False
+    good = previous.done & np.isfinite(previous.loglik).all(axis=2)
+    bad = np.argwhere(previous.done & ~good)
+    if len(bad):
+        warnings.warn(f"{source}: {len(bad)} unit(s) marked done hold non-finite log-likelihoods (first: repeat "
+                      f"{bad[0][0]}, fold {bad[0][1]}); recomputing them", stacklevel=3)
+    result.loglik[good] = previous.loglik[good]
+    result.done[:] = good
+    result.extras = {name: np.where(good.reshape(good.shape + (1,) * (np.ndim(v) - 2)), v, np.nan)
+                     for name, v in previous.extras.items()}
+    if not good.all() or not previous.complete:
+        return False
+    expected = memorization_scores(result.loglik, result.assignment, result.config["estimator"])
+    sound = expected.keys() == previous.scores.keys() and all(
+        np.array_equal(expected[k], previous.scores[k]) for k in expected)
+    if not sound:
+        warnings.warn(f"{source}: the stored scores do not follow from its log-likelihoods; recomputing them",
+                      stacklevel=3)
+    return sound
 
 
 def kfold(model, X, *, folds=10, repeats=1, seed=0, estimator=DEFAULT_ESTIMATOR, device=None,
           units_per_batch=None, labels=None, label_names=None, index=None, images=None, data_info=None,
-          store_data=True, out=None, force=False, progress=False, argv=None):
+          store_data=True, out=None, force=False, restart=False, progress=False, argv=None):
     """Leave-out memorization scores of every example by K-fold × R-repeat holdout training.
 
     Parameters
@@ -126,13 +180,19 @@ def kfold(model, X, *, folds=10, repeats=1, seed=0, estimator=DEFAULT_ESTIMATOR,
         Store ``X`` and ``images`` in the results file.
     out : path-like, optional
         Results file. Progress goes to ``OUT.partial``; an existing complete
-        file of the same run is returned as it is; a different run is
-        refused unless ``force``. Models that save per-unit files (the VAE's
-        checkpoints) put them in the folder ``OUT`` with the suffix
-        ``.units`` (``run.h5`` → ``run.units/``), recorded in the config as
-        ``artifact_dir`` relative to the results file.
+        file of the same run is returned as it is, a partial one resumed
+        (units that are not sound are recomputed, with a warning); a
+        different run is refused unless ``force``. The run holds a lock on
+        ``OUT`` (a second writer gets a :class:`GenmemError` naming it).
+        Models that save per-unit files (the VAE's checkpoints) put them in
+        ``OUT.units/`` (``run.h5`` → ``run.h5.units/``), recorded in the
+        config as ``artifact_dir`` relative to the results file, with a
+        manifest tying them to this run.
     force : bool, default=False
-        Overwrite ``out`` (and discard its partial progress).
+        Replace a *different* run in ``out``, its partial progress and its
+        per-unit files. Progress of this same run is still resumed.
+    restart : bool, default=False
+        Discard this run's own saved progress and start over.
     progress : bool, default=False
         Show a progress bar on stderr.
     argv : list of str, optional
@@ -162,6 +222,11 @@ def kfold(model, X, *, folds=10, repeats=1, seed=0, estimator=DEFAULT_ESTIMATOR,
     if index.shape != (n,):
         raise GenmemError(f"index must have one entry per example ({n}); got shape {index.shape}")
 
+    check_allocation(8.0 * repeats * n * (folds + 1), f"the [R={repeats}, K={folds}, N={n}] log-likelihoods and fold "
+                     "assignment", "lower --repeats or --folds, or use fewer examples (--limit)")
+    if out is not None:
+        out = Path(out)
+        _check_outputs(out, data_info)
     model = _make_model(model, device).resolve(X)
     if units_per_batch in (None, "auto"):
         units_per_batch = model.max_units_per_batch(X) or folds
@@ -173,7 +238,7 @@ def kfold(model, X, *, folds=10, repeats=1, seed=0, estimator=DEFAULT_ESTIMATOR,
                              for key, value in model.get_params(deep=False).items()}},
         "folds": folds, "repeats": repeats, "seed": seed, "estimator": estimator,
         "units_per_batch": units_per_batch, "data": jsonable(data_info or {}),
-        "data_sha256": hashlib.sha256(np.ascontiguousarray(X).tobytes()).hexdigest(),
+        "data_sha256": data_sha256(X),
     }
     config["fingerprint"] = _fingerprint(config)
     assignment = make_folds(n, folds, repeats, seed)
@@ -191,41 +256,67 @@ def kfold(model, X, *, folds=10, repeats=1, seed=0, estimator=DEFAULT_ESTIMATOR,
         images=None if images is None or not store_data else np.asarray(images, dtype=np.float32),
     )
 
-    out = None if out is None else Path(out)
-    if out is not None and not out.parent.exists():
-        raise GenmemError(f"the output folder {out.parent} does not exist; create it or choose another --out")
-    partial = None if out is None else out.with_name(out.name + ".partial")
-    artifact_dir = None if out is None else out.with_suffix(".units")
-    config["artifact_dir"] = None if out is None else artifact_dir.name
     if out is not None:
-        previous = _existing(out, partial, config["fingerprint"], force)
-        if previous is not None and previous.complete:
-            if given_labels and (not np.array_equal(previous.labels, labels) or previous.label_names != names):
-                previous.labels, previous.label_names = labels, names
-                write_result(out, previous)
-                log.info("%s already holds this run, complete; its labels were replaced by the ones given", out)
-            else:
-                log.info("%s already holds this run, complete; nothing to do", out)
-            return previous
-        if previous is not None:
-            result.loglik[previous.done] = previous.loglik[previous.done]
-            result.done[:] = previous.done
-            result.extras = previous.extras
-            log.info("resuming %s: %d of %d units already done", partial, result.done.sum(), result.done.size)
-
-    _run_units(model, X, result, units_per_batch, partial, artifact_dir, progress)
-    result.scores = memorization_scores(result.loglik, assignment, estimator)
-    warn_implausible_scores(result.scores["memorization"], X, assignment)
-    result.meta["created"] = now()
-    if out is not None:
-        write_result(out, result)
-        if partial.exists():
-            partial.unlink()
+        config["artifact_dir"] = artifact_folder(out).name
+    with output_lock(out) if out is not None else contextlib.nullcontext():
+        if out is not None:
+            cached = _resume(out, result, force, restart, given_labels)
+            if cached is not None:
+                return cached
+        _run_units(model, X, result, units_per_batch, out, progress)
+        result.scores = memorization_scores(result.loglik, assignment, estimator)
+        warn_implausible_scores(result.scores["memorization"], X, assignment)
+        result.meta["created"] = now()
+        if out is not None:
+            write_result(out, result)
+            _partial(out).unlink(missing_ok=True)
     return result
 
 
-def _run_units(model, X, result, units_per_batch, partial, artifact_dir, progress):
-    """Fit the pending units batch by batch, saving progress to ``partial`` after each."""
+def _partial(out):
+    return out.with_name(out.name + ".partial")
+
+
+def _check_outputs(out, data_info):
+    """Before any work: the results file, its partial and its unit folder can be written and are not inputs."""
+    units = artifact_folder(out)
+    for path in (out, _partial(out)):
+        if path.is_dir():
+            raise GenmemError(f"{path} is a folder; choose another --out")
+    check_not_input(out, [(data_info or {}).get("source")])
+    if units.exists() and not units.is_dir():
+        raise GenmemError(f"{units} exists and is not a folder; genmem keeps the run's per-unit files there — "
+                          "move it away or choose another --out")
+    check_folder(out)
+    clean_stale(out.parent)
+
+
+def _resume(out, result, force, restart, given_labels):
+    """Take over this run's saved progress (or discard it); returns the previous result when it is complete and sound.
+
+    A complete run given other labels (``given_labels``) gets them, rewritten in place.
+    """
+    config = result.config
+    previous = _previous(out, _partial(out), config["fingerprint"], force, restart)
+    claim_folder(artifact_folder(out), config["fingerprint"], config["data_sha256"], discard=previous is None,
+                 force=force)
+    if previous is None:
+        return None
+    if _reuse(result, previous, out if previous.complete else _partial(out)):
+        if given_labels and (not np.array_equal(previous.labels, result.labels)
+                             or previous.label_names != result.label_names):
+            previous.labels, previous.label_names = result.labels, result.label_names
+            write_result(out, previous)
+            log.info("%s already holds this run, complete; its labels were replaced by the ones given", out)
+        else:
+            log.info("%s already holds this run, complete; nothing to do", out)
+        return previous
+    log.info("resuming %s: %d of %d units already done", out, result.done.sum(), result.done.size)
+    return None
+
+
+def _run_units(model, X, result, units_per_batch, out, progress):
+    """Fit the pending units batch by batch, saving progress to ``OUT.partial`` after each."""
     from tqdm.auto import tqdm
 
     pending = [(r, k) for r, k in zip(*np.nonzero(~result.done))]
@@ -235,27 +326,45 @@ def _run_units(model, X, result, units_per_batch, partial, artifact_dir, progres
         for start in range(0, len(pending), units_per_batch):
             keys = [(int(r), int(k)) for r, k in pending[start:start + units_per_batch]]
             before = int(result.done.sum())
-            try:
-                _fit_batch(model, X, result, keys, artifact_dir, bar.update if progress else None)
-            finally:  # also after a failed unit: the units completed before it are kept
-                if partial is not None and result.done.sum() > before:
-                    result.x = result.images = None  # the partial file holds only what resuming needs
-                    write_result(partial, result)
-                    result.x, result.images = x_full, images
+            with temporary_folder(out) if out is not None else contextlib.nullcontext() as staging:
+                try:
+                    _fit_batch(model, X, result, keys, staging, bar.update if progress else None)
+                finally:  # also after a failed unit: the units completed before it are kept
+                    if out is not None and result.done.sum() > before:
+                        publish(staging, artifact_folder(out), result.config["fingerprint"],
+                                result.config["data_sha256"])
+                        result.x = result.images = None  # the partial file holds only what resuming needs
+                        write_result(_partial(out), result)
+                        result.x, result.images = x_full, images
 
 
-def _fit_batch(model, X, result, keys, artifact_dir, progress):
-    """Fit the units ``keys`` and store their outputs; on a failed unit, store those completed before it."""
+def _fit_batch(model, X, result, keys, staging, progress):
+    """Fit the units ``keys`` (per-unit files to ``staging``) and store their outputs; on a failed unit, store
+    those completed before it. A failed checkpoint write (a full disk) is a one-line error."""
     masks = np.stack([result.assignment[r] != k for r, k in keys])
     seeds = [int(result.unit_seeds[r, k]) for r, k in keys]
     try:
-        outputs = model.fit_units(X, masks, seeds, unit_keys=keys, artifact_dir=artifact_dir, progress=progress)
+        outputs = model.fit_units(X, masks, seeds, unit_keys=keys, artifact_dir=staging, progress=progress)
     except UnitError as exc:
         completed = len(exc.completed.get("loglik", ()))
         if completed:
             _store(result, keys[:completed], exc.completed)
         raise
+    except RuntimeError as exc:  # torch.save reports a full disk as a RuntimeError of its stream writer
+        if staging is None or not _raised_by_torch_save(exc):
+            raise
+        raise GenmemError(f"writing the units' checkpoints in {staging.parent} failed ({str(exc).splitlines()[0]}); "
+                          "free some disk space and run the same command again to resume") from None
     _store(result, keys, outputs)
+
+
+def _raised_by_torch_save(exc):
+    tb = exc.__traceback__
+    while tb is not None:
+        if Path(tb.tb_frame.f_code.co_filename).match("torch/serialization.py"):
+            return True
+        tb = tb.tb_next
+    return False
 
 
 def _store(result, keys, outputs):

@@ -408,7 +408,7 @@ class GMM(DensityModel):
             When the kept initialisation stopped at ``max_iter``.
         """
         device, dtype = self._settings()
-        X = check_data(X)
+        X = check_data(X, distinct=True)
         self._check_rows(X.shape[0], "X")
         Xt = torch.as_tensor(X, dtype=dtype, device=device)
         return self._fit_inits(Xt, *self._initial_params(Xt, as_seed(rng)))
@@ -467,7 +467,7 @@ class GMM(DensityModel):
             raise GenmemError(f"The 'batch_units' parameter of GMM must be True, False or 'auto'. Got {self.batch_units!r} instead.")
         if not (self.batch_units is True or (self.batch_units == "auto" and device.type == "cuda")):
             return super().fit_units(X, train_masks, seeds, progress=progress)
-        X = check_data(X)
+        X = check_data(X, distinct=True)
         masks = np.asarray(train_masks)
         if masks.dtype != bool or masks.ndim != 2 or masks.shape[1] != X.shape[0] or not len(masks):
             raise GenmemError(

@@ -13,7 +13,7 @@ import torch
 
 from ..device import resolve_device, torch_dtype
 from ..errors import GenmemError
-from ..validation import check_data
+from ..validation import check_data, has_spread
 from .base import DensityModel
 
 BANDWIDTH_RULES = ("scott", "silverman", "cv")
@@ -31,9 +31,10 @@ def rule_of_thumb_bandwidth(X, rule="scott"):
     """
     X = check_data(X, min_rows=2)
     n, d = X.shape
+    if not has_spread(X):
+        raise GenmemError("all training examples are identical (up to rounding); a KDE bandwidth cannot be chosen by "
+                          "rule — pass a float")
     sigma = math.sqrt(float(np.mean(np.var(X, axis=0, ddof=1))))
-    if sigma == 0.0:
-        raise GenmemError("all training examples are identical; a KDE bandwidth cannot be chosen by rule — pass a float")
     if rule == "scott":
         return sigma * n ** (-1.0 / (d + 4))
     if rule == "silverman":
@@ -73,6 +74,15 @@ class SquaredDistances:
             else:
                 block = torch.addmm(self.sq[None, :], q, self.X.T, beta=-scale, alpha=2.0 * scale)
                 yield sl, block.sub_(scale * (q * q).sum(1, keepdim=True))
+
+
+def _check_representable(h, dtype):
+    """Raise unless ``h²`` and ``1/(2h²)`` are normal numbers of ``dtype`` (a bandwidth the kernel can use)."""
+    info = torch.finfo(dtype)
+    low, high = math.sqrt(info.tiny), math.sqrt(info.max) / 2
+    if not low <= h <= high:
+        raise GenmemError(f"The 'bandwidth' parameter of KDE is {h:g}, outside what {dtype} can square "
+                          f"([{low:.3g}, {high:.3g}]); pass a bandwidth on the scale of the data")
 
 
 def _log_norm(h, d):
@@ -132,12 +142,15 @@ class KDE(DensityModel):
         return resolve_device(self.device), torch_dtype(self.dtype)
 
     def _bandwidth_for(self, X):
-        """The bandwidth this model uses when trained on ``X``."""
+        """The bandwidth this model uses when trained on ``X`` (one its dtype can compute with)."""
         if not isinstance(self.bandwidth, str):
-            return float(self.bandwidth)
-        if self.bandwidth == "cv":
-            return self.cv_bandwidth(X)[0]
-        return rule_of_thumb_bandwidth(X, self.bandwidth)
+            h = float(self.bandwidth)
+        elif self.bandwidth == "cv":
+            h = self.cv_bandwidth(X)[0]
+        else:
+            h = rule_of_thumb_bandwidth(X, self.bandwidth)
+        _check_representable(h, torch_dtype(self.dtype))
+        return h
 
     def resolve(self, X):
         """A clone whose bandwidth is the float this model would pick on ``X``."""
@@ -208,12 +221,15 @@ class KDE(DensityModel):
     def fit_units(self, X, train_masks, seeds, *, unit_keys=None, artifact_dir=None, progress=None):
         """Exact log p of all rows under every unit's KDE, sharing one pass over the kernel matrix.
 
-        Columns of ``X`` with the same membership pattern across the units
-        (for one repeat: the folds) form *atoms*; each chunk of the kernel
-        matrix is reduced to per-atom log-sum-exps (with each atom's own
-        maximum, so nothing underflows), which are then combined per unit.
-        Equals fitting each unit alone (the bandwidth is resolved per unit when
-        it is a rule, as ``fit`` would).
+        Each chunk of the kernel matrix is exponentiated once, relative to
+        its row maxima over *all* columns; a unit then sums the columns of its
+        own training rows (the others are zeroed, and adding zero is exact),
+        so its numbers depend on its own mask only — not on which units share
+        the batch (``units_per_batch``). Rows whose training kernel values
+        all underflow relative to that maximum are recomputed by a plain
+        log-sum-exp over the unit's columns. Equals fitting each unit alone
+        up to rounding (the bandwidth is resolved per unit when it is a rule,
+        as ``fit`` would).
         """
         device, dtype = self._validate()
         X = check_data(X, min_rows=2)
@@ -223,25 +239,23 @@ class KDE(DensityModel):
         if (sizes < 1).any():
             raise GenmemError("a unit has no training examples; use fewer folds")
         bandwidths = np.array([self._bandwidth_for(X[m]) for m in masks])
-        patterns, atom_of = np.unique(masks.T, axis=0, return_inverse=True)  # [A, U], [n]
-        n_atoms = len(patterns)
-        atom_of = torch.as_tensor(atom_of.reshape(-1), device=device)
-        member = torch.as_tensor(patterns.T, device=device)  # [U, A] bool
+        member = torch.as_tensor(masks, device=device)  # [U, n]
         kernel = SquaredDistances(X, device, dtype, self.chunk_size)
+        tiny = torch.finfo(dtype).tiny / torch.finfo(dtype).eps  # below this, subnormal terms lose precision
         d = X.shape[1]
         out = np.empty((n_units, n))
         for h in np.unique(bandwidths):
             units = np.flatnonzero(bandwidths == h)
             for sl, L in kernel.chunks(X, scale=0.5 / (h * h)):  # L [c, n]: log-kernel up to its normaliser
-                c = L.shape[0]
-                idx = atom_of.expand(c, n)
-                amax = torch.full((c, n_atoms), -math.inf, dtype=dtype, device=device)
-                amax.scatter_reduce_(1, idx, L, reduce="amax")
-                asum = torch.zeros((c, n_atoms), dtype=dtype, device=device)
-                asum.scatter_add_(1, idx, torch.exp(L - amax.gather(1, idx)))
-                atom_lse = amax + torch.log(asum)  # [c, A]
+                peak = L.amax(dim=1, keepdim=True)
+                E = torch.exp(L - peak)
                 for u in units:
-                    out[u, sl] = torch.logsumexp(atom_lse[:, member[u]], dim=1).cpu().double().numpy()
+                    total = torch.where(member[u], E, 0.0).sum(1)
+                    lse = peak[:, 0] + torch.log(total)
+                    low = torch.nonzero(total < tiny)[:, 0]
+                    if len(low):
+                        lse[low] = torch.logsumexp(L[low][:, member[u]], dim=1)
+                    out[u, sl] = lse.cpu().double().numpy()
             out[units] += (_log_norm(h, d) - np.log(sizes[units]))[:, None]
         if progress is not None:
             progress(n_units)

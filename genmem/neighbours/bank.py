@@ -14,6 +14,7 @@ import torch
 
 from .. import __version__
 from ..errors import GenmemError
+from ..outputs import IDENTITY
 from ..results import atomic_h5
 from ..results.provenance import now
 from .embedders import RESTORABLE, PrecomputedFeatures, as_embedder, flatten
@@ -230,18 +231,22 @@ class NeighbourBank:
         values = np.quantile(self.loo_distances()[0], qs)
         return {float(q): float(v) for q, v in zip(qs, values)}
 
-    def save(self, path):
+    def save(self, path, *, identity=None):
         """Write the features and metadata to an HDF5 file atomically.
 
         The file holds ``/features [N, d]`` (float64, normalised for the
         cosine metric), the feature map's own arrays under ``/embedder``
         (e.g. PCA mean and components) and attributes ``format``,
         ``format_version``, ``genmem_version``, ``created``, ``metric``,
-        ``normalised``, ``n_points``, ``dim``, ``embedder`` (JSON) and, for a
-        bank built from examples, ``input_range``.
+        ``normalised``, ``n_points``, ``dim``, ``embedder`` (JSON), for a bank
+        built from examples ``input_range`` and, when given,
+        ``genmem_identity`` = ``identity`` (what the bank was made from, see
+        :mod:`genmem.outputs`).
         """
         state = self.embedder.state() if hasattr(self.embedder, "state") else {}
         with atomic_h5(path) as f:
+            if identity is not None:
+                f.attrs[IDENTITY] = identity
             f.attrs["format"] = FORMAT
             f.attrs["format_version"] = FORMAT_VERSION
             f.attrs["genmem_version"] = __version__

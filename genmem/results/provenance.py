@@ -151,3 +151,8 @@ def jsonable(value, what="value"):
         "array, a class, a named function or an object with get_params(); pass one of those (e.g. a def-function "
         f"instead of a lambda) or give {type(value).__name__} a get_params() method"
     )
+
+
+def data_sha256(X):
+    """SHA-256 (hex) of the bytes of the float64 array ``X`` [N, D]: the ``data_sha256`` of a run's config."""
+    return hashlib.sha256(np.ascontiguousarray(X, dtype=np.float64).tobytes()).hexdigest()
