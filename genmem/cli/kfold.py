@@ -1,5 +1,6 @@
 """``genmem kfold``: leave-out memorization scores by K-fold holdout training."""
 import dataclasses
+import logging
 import sys
 from pathlib import Path
 
@@ -172,6 +173,8 @@ def _run(model_name, preset, folds, repeats, dataset, data_dir, split, limit, pc
     out = Path(out or f"{Path(name).stem}-{model_name}-k{folds}.h5")
     world = torchrun_world()
     root = world is None or world.root
+    if world is not None:  # a line from every rank at its start and end
+        logging.getLogger("genmem.memorization.torchrun").setLevel(logging.INFO)
     if shard is not None:
         shard = parse_shard(shard)
     if root:

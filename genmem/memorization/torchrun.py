@@ -13,7 +13,6 @@ whole (atomically) by rank 0.
 """
 import contextlib
 import logging
-import sys
 import time
 
 from ..distributed import ProcessGroup, rank_partial, rank_partials, share
@@ -61,11 +60,6 @@ def _consolidate(out, result, force, restart, given_labels):
     return None
 
 
-def _say(progress, text):
-    if progress:  # like the progress bars: only when asked (the command line), on stderr
-        print(text, file=sys.stderr, flush=True)
-
-
 def run_ranks(model, X, result, world, units_per_batch, out, force, restart, given_labels, progress):
     """Run the pending units of ``result`` on the ranks of ``world``; rank 0 returns the result, the others None."""
     device = model.get_params(deep=False).get("device", "cpu")
@@ -88,12 +82,12 @@ def run_ranks(model, X, result, world, units_per_batch, out, force, restart, giv
 
         pending = [unit for unit in all_units(result) if not state["done"][unit]]
         mine = share(pending, world.rank, world.size)
-        _say(progress, f"rank {world.rank}/{world.size} on {device}: {len(mine)} of the {len(pending)} pending units")
+        log.info("rank %d/%d on %s: %d of the %d pending units", world.rank, world.size, device, len(mine), len(pending))
         start = time.monotonic()
         own = empty_like(result)
         run_units(model, X, own, mine, units_per_batch, out, None if out is None else rank_partial(out, world.rank),
                   progress and world.root)
-        _say(progress, f"rank {world.rank}/{world.size}: {len(mine)} units in {time.monotonic() - start:.1f} s")
+        log.info("rank %d/%d: %d units in %.1f s", world.rank, world.size, len(mine), time.monotonic() - start)
         parts = group.gather({unit: (own.loglik[unit], {name: value[unit] for name, value in own.extras.items()})
                               for unit in mine})
         if not world.root:
