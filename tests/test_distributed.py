@@ -148,6 +148,8 @@ def test_torchrun_two_ranks_write_the_single_process_file(tmp_path):
     assert_same_numbers(tmp_path / "ranks.h5", tmp_path / "single.h5")
     assert genmem.read_result(tmp_path / "ranks.h5").meta["processes"] == {"launcher": "torchrun", "world_size": 2}
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ranks.h5", "single.h5"]  # no progress files left
+    again = genmem_cmd([*KDE_RUN, "--out", "ranks.h5"], tmp_path, nproc=2)  # finished: nothing to do
+    assert again.returncode == 0 and again.stdout.count("wrote ranks.h5") == 1, again.stderr[-2000:]
 
 
 @pytest.mark.slow

@@ -64,21 +64,19 @@ def run_ranks(model, X, result, world, units_per_batch, out, force, restart, giv
     """Run the pending units of ``result`` on the ranks of ``world``; rank 0 returns the result, the others None."""
     device = model.get_params(deep=False).get("device", "cpu")
     with ProcessGroup(world, device) as group, contextlib.ExitStack() as held:
-        state = {"done": result.done, "cached": False}
-        if world.root:
+        cached = None
+        if world.root and out is not None:
             try:
-                if out is not None:
-                    held.enter_context(output_lock(out))
-                    cached = _consolidate(out, result, force, restart, given_labels)
-                    state = {"done": result.done, "cached": cached is not None}
+                held.enter_context(output_lock(out))
+                cached = _consolidate(out, result, force, restart, given_labels)
             except GenmemError as exc:
                 group.broadcast({"error": str(exc)})
                 raise
-        state = group.broadcast(state)
+        state = group.broadcast({"done": result.done, "cached": cached is not None})
         if "error" in state:
             raise GenmemError(f"rank 0 stopped the run: {state['error']}")
         if state["cached"]:
-            return result if world.root else None
+            return cached
 
         pending = [unit for unit in all_units(result) if not state["done"][unit]]
         mine = share(pending, world.rank, world.size)
