@@ -3,10 +3,10 @@ __version__ = "0.1.0"
 
 from .errors import GenmemError  # noqa: E402
 
-__all__ = ["__version__", "GenmemError", "kfold", "KFoldResult", "read_result"]
+__all__ = ["__version__", "GenmemError", "kfold", "merge", "KFoldResult", "read_result"]
 
 #: Public names imported on first use, so that ``import genmem`` (and the command line's start) stays fast.
-_LAZY = {"kfold": "memorization", "KFoldResult": "results", "read_result": "results"}
+_LAZY = {"kfold": "memorization", "merge": "memorization", "KFoldResult": "results", "read_result": "results"}
 
 
 def __getattr__(name):

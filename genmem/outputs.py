@@ -38,6 +38,7 @@ from .errors import GenmemError
 
 #: Attribute (HDF5), key (JSON) or text chunk (PNG) holding a file's identity.
 IDENTITY = "genmem_identity"
+_HTML_IDENTITY = re.compile(rb"<!-- genmem_identity: (.{1,200}?) -->")
 _TEMP_MARK = ".tmp-"
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
@@ -230,7 +231,7 @@ def _png_identity(f):
 
 
 def identity_of(path):
-    """The identity a genmem output file records (HDF5 attribute, JSON key or PNG text chunk), else None."""
+    """The identity a genmem output file records (HDF5 attribute, JSON key, PNG text chunk or HTML comment), else None."""
     try:
         with open(path, "rb") as f:
             head = f.read(8)
@@ -242,6 +243,10 @@ def identity_of(path):
             with h5py.File(path, "r") as h5:
                 value = h5.attrs.get(IDENTITY)
             return value if isinstance(value, str) else None
+        if head.lower() == b"<!doctyp":
+            with open(path, "rb") as f:
+                match = _HTML_IDENTITY.search(f.read(1024))
+            return match.group(1).decode() if match else None
         if head.lstrip()[:1] == b"{" and os.path.getsize(path) < (64 << 20):
             value = json.loads(Path(path).read_text()).get(IDENTITY)
             return value if isinstance(value, str) else None

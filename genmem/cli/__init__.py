@@ -23,7 +23,7 @@ from ..errors import GenmemError
 _COMMANDS = {"kfold": ("kfold", "kfold"), "top": ("top", "top"), "info": ("info", "info"),
              "influence": ("influence", "influence"), "neighbours": ("neighbours", "neighbours"),
              "ct": ("neighbours", "ct"), "gan": ("gan", "gan"), "report": ("report", "report"),
-             "export": ("export", "export")}
+             "export": ("export", "export"), "merge": ("merge", "merge")}
 
 
 class Terminated(KeyboardInterrupt):

@@ -10,6 +10,7 @@ import torch
 from scipy.stats import spearmanr
 
 from ..device import DEVICES, resolve_device
+from ..distributed import ProcessGroup, rank_device, share, torchrun_world
 from ..errors import GenmemError
 from ..influence import KFoldTracIn, gather_influence, influence_for
 from ..models import KDE, MODELS
@@ -172,6 +173,9 @@ def influence(file, self_, test_index, test_data, top_k, device, seed, draws, un
     positive for proponents. --self writes /influence/self [N] (rank with
     'genmem top FILE --by influence/self'); --test-index/--test-data write
     /influence/test [N, n_test] and list the top proponents and opponents.
+    Under torchrun (torchrun --nproc-per-node P -m genmem influence FILE
+    --self), a VAE run's units are shared among the processes and rank 0
+    writes the same values a single process would.
     """
     if not (self_ or test_index or test_data):
         raise GenmemError("nothing to do: pass --self, --test-index I or --test-data PATH")
@@ -179,14 +183,33 @@ def influence(file, self_, test_index, test_data, top_k, device, seed, draws, un
         raise GenmemError("pass either --test-index or --test-data, not both")
     if top_k < 1:
         raise GenmemError(f"-k must be at least 1; got {top_k}")
+    world = torchrun_world()
+    if world is not None:
+        device = rank_device(str(resolve_device(device)), world)
+    args = (file, self_, test_index, test_data, top_k, device, seed, draws, unbiased, cosine, projection_dim,
+            chunk_size, as_json, world)
+    if world is not None and not world.root:  # under torchrun, ranks > 0 only compute a share of the units
+        _influence(*args)
+        return
     check_folder(file, "FILE")  # the views are written into FILE: its folder must be writable
     with output_lock(file):
-        _influence(file, self_, test_index, test_data, top_k, device, seed, draws, unbiased, cosine, projection_dim,
-                   chunk_size, as_json)
+        _influence(*args)
+
+
+def _self_influence(inf, world, device):
+    """Self-influence of every example; under torchrun, the units' shares pooled on rank 0 (None elsewhere)."""
+    if world is None or not isinstance(inf, KFoldTracIn):
+        return inf.self_influence() if world is None or world.root else None
+    with ProcessGroup(world, device) as group:
+        parts = group.gather(inf.unit_self_influences(share(list(inf.files), world.rank, world.size)))
+    if not world.root:
+        return None
+    return inf.self_influence(per_unit={key: value for part in parts for key, value in part.items()})
 
 
 def _influence(file, self_, test_index, test_data, top_k, device, seed, draws, unbiased, cosine, projection_dim,
-               chunk_size, as_json):
+               chunk_size, as_json, world):
+    root = world is None or world.root
     result = read_result(file)
     if not result.complete:
         raise GenmemError(f"{file} holds an unfinished run; finish it with the same 'genmem kfold' command first")
@@ -198,7 +221,9 @@ def _influence(file, self_, test_index, test_data, top_k, device, seed, draws, u
                                projection_dim=projection_dim, cosine=cosine, chunk_size=chunk_size)
     report, views, attrs = {}, {}, {}
     if self_:
-        values = inf.self_influence()
+        values = _self_influence(inf, world, device)
+        if not root:
+            return
         self_attrs = describe()
         rho = float(spearmanr(values, result.memorization)[0])
         views["influence/self"] = values
@@ -206,6 +231,8 @@ def _influence(file, self_, test_index, test_data, top_k, device, seed, draws, u
         order = np.argsort(-values, kind="stable")[:top_k]
         report["self"] = {"attrs": self_attrs, "spearman_memorization": rho, "mean": float(values.mean()),
                           "max": float(values.max()), "top": [_row_info(result, i, values[i]) for i in order]}
+    if not root:
+        return
     if testing:
         matrix = inf.influence(Z)
         views["influence/test"] = matrix.T

@@ -1,5 +1,6 @@
 """``genmem kfold``: leave-out memorization scores by K-fold holdout training."""
 import dataclasses
+import logging
 import sys
 from pathlib import Path
 
@@ -9,6 +10,7 @@ from click.core import ParameterSource
 
 from ..data import load_dataset, prepare
 from ..device import DEVICES
+from ..distributed import parse_shard, shard_path, torchrun_world
 from ..errors import GenmemError
 from ..memorization import ESTIMATORS, kfold as run_kfold
 from ..models import MODELS, make_model
@@ -132,6 +134,8 @@ def _apply_preset(ctx, args):
               help="Root seed of folds, models and dequantization.")
 @click.option("--device", type=click.Choice(DEVICES), default="auto", show_default=True)
 @click.option("--out", "-o", type=click.Path(dir_okay=False), help="Results file [default: DATASET-MODEL-kK.h5].")
+@click.option("--shard", metavar="I/N",
+              help="Run only shard I of N of the units (job arrays), into OUT.shard-I-of-N; then genmem merge OUT.")
 @click.option("--force", is_flag=True,
               help="Replace an existing results file of another run (a partial of this same run still resumes).")
 @click.option("--restart", is_flag=True, help="Discard this run's own saved progress and start over.")
@@ -152,7 +156,7 @@ def kfold(ctx, **args):
 
 
 def _run(model_name, preset, folds, repeats, dataset, data_dir, split, limit, pca, binarize, dequantize, pad_to,
-         estimator, units_per_batch, seed, device, out, force, restart, no_store_data, quiet, **options):
+         estimator, units_per_batch, seed, device, out, force, restart, shard, no_store_data, quiet, **options):
     if binarize == "dynamic" and model_name != "vae":
         raise GenmemError(f"--binarize dynamic draws fresh binary pixels while training, which only the VAE does; "
                           f"use --binarize fixed with --model {model_name}")
@@ -167,19 +171,34 @@ def _run(model_name, preset, folds, repeats, dataset, data_dir, split, limit, pc
     model = make_model(model_name, **model_params(model_name, options, prepared))
     name = dataset.split(":", 1)[-1]
     out = Path(out or f"{Path(name).stem}-{model_name}-k{folds}.h5")
-    click.echo(f"genmem kfold: {model_name} on {dataset} ({prepared.X.shape[0]} examples, "
-               f"{prepared.X.shape[1]} features), K={folds}, R={repeats}, seed {seed}", err=True)
+    world = torchrun_world()
+    root = world is None or world.root
+    if world is not None:  # a line from every rank at its start and end
+        logging.getLogger("genmem.memorization.torchrun").setLevel(logging.INFO)
+    if shard is not None:
+        shard = parse_shard(shard)
+    if root:
+        part = "" if shard is None else f", shard {shard[0]}/{shard[1]}"
+        ranks = "" if world is None else f", {world.size} torchrun processes"
+        click.echo(f"genmem kfold: {model_name} on {dataset} ({prepared.X.shape[0]} examples, "
+                   f"{prepared.X.shape[1]} features), K={folds}, R={repeats}, seed {seed}{part}{ranks}", err=True)
     try:
         result = run_kfold(model, prepared.X, folds=folds, repeats=repeats, seed=seed, estimator=estimator,
                            device=device, units_per_batch=units_per_batch, labels=prepared.labels,
                            label_names=prepared.label_names,
                            index=prepared.index, images=prepared.images, data_info=prepared.info,
-                           store_data=not no_store_data, out=out, force=force, restart=restart,
+                           store_data=not no_store_data, out=out, force=force, restart=restart, shard=shard,
                            progress=not quiet, argv=sys.argv)
     except KeyboardInterrupt as exc:
-        _interrupted(out, restart)
+        if root:
+            _interrupted(out if shard is None else shard_path(out, *shard), restart)
         sys.exit(interrupted_exit_code(exc))
-    _summary(result, out)
+    if shard is not None:
+        click.echo(f"wrote {shard_path(out, *shard)}: {int(result.done.sum())} of {result.done.size} units "
+                   f"(shard {shard[0]}/{shard[1]})")
+        click.echo(f"next: when every shard is done, genmem merge {out}")
+    elif result is not None:  # under torchrun: rank 0
+        _summary(result, out)
 
 
 def _interrupted(out, restart):

@@ -761,12 +761,30 @@ class KFoldTracIn:
         for key in self.files:
             yield self.result.assignment[key[0]] != key[1], self._unit(key)
 
-    def self_influence(self):
-        """Mean over training units of ``TracIn(x_i, x_i)`` (see :meth:`TracIn.self_influence`), float64 [N]."""
+    def unit_self_influences(self, units=None):
+        """``{(r, k): TracIn(x_i, x_i) of unit (r, k) for its training rows}`` for ``units`` (default: all).
+
+        The pieces :meth:`self_influence` averages; processes can compute
+        shares of the units (e.g. torchrun ranks) and pool them.
+        """
+        X = self.result.x
+        units = list(self.files) if units is None else units
+        return {key: self._unit(key).self_influence(X[self.result.assignment[key[0]] != key[1]],
+                                                    unbiased=self.unbiased) for key in units}
+
+    def self_influence(self, per_unit=None):
+        """Mean over training units of ``TracIn(x_i, x_i)`` (see :meth:`TracIn.self_influence`), float64 [N].
+
+        ``per_unit``: the units' values already computed (:meth:`unit_self_influences`,
+        every unit), e.g. gathered from several processes; summed in the
+        same order either way, so the result is the same to the bit.
+        """
+        per_unit = self.unit_self_influences() if per_unit is None else per_unit
         X = self.result.x
         total, count = np.zeros(len(X)), np.zeros(len(X))
-        for mask, tr in self._units():
-            total[mask] += tr.self_influence(X[mask], unbiased=self.unbiased)
+        for key in self.files:
+            mask = self.result.assignment[key[0]] != key[1]
+            total[mask] += per_unit[key]
             count[mask] += 1
         return total / count
 

@@ -10,6 +10,8 @@ Readers (:func:`verified_files`) accept a file only when the manifest names
 this run and the file's bytes match their hash, so another run's checkpoints,
 or a file truncated by a full disk, are refused.
 """
+import contextlib
+import fcntl
 import hashlib
 import json
 import os
@@ -100,14 +102,27 @@ def publish(staging, folder, fingerprint, data_sha256):
     if not files:
         return []
     folder.mkdir(exist_ok=True)
-    manifest = read_manifest(folder)
-    if manifest is None or manifest.get("fingerprint") != fingerprint:
-        manifest = {"format": MANIFEST_FORMAT, "fingerprint": fingerprint, "data_sha256": data_sha256, "files": {}}
-    for path in files:
-        manifest["files"][path.name] = file_sha256(path)
-        os.replace(path, folder / path.name)
-    write_json(folder / MANIFEST, manifest)
+    with _manifest_lock(folder):  # torchrun ranks publish into one folder
+        manifest = read_manifest(folder)
+        if manifest is None or manifest.get("fingerprint") != fingerprint:
+            manifest = {"format": MANIFEST_FORMAT, "fingerprint": fingerprint, "data_sha256": data_sha256,
+                        "files": {}}
+        for path in files:
+            manifest["files"][path.name] = file_sha256(path)
+            os.replace(path, folder / path.name)
+        write_json(folder / MANIFEST, manifest)
     return [path.name for path in files]
+
+
+@contextlib.contextmanager
+def _manifest_lock(folder):
+    """Wait for, then hold, the lock on ``folder``'s manifest (``fcntl.flock`` on ``.manifest.lock``)."""
+    fd = os.open(Path(folder) / ".manifest.lock", os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
 
 
 def check_manifest(folder, names, fingerprint, data_sha256):

@@ -14,8 +14,6 @@ import contextlib
 import hashlib
 import json
 import logging
-import sys
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -24,15 +22,16 @@ from ..data.labels import encode_labels
 from ..device import resolve_device
 from ..errors import GenmemError
 from ..models import MODELS, DensityModel
-from ..models.base import UnitError
-from ..outputs import check_folder, check_not_input, clean_stale, output_lock, temporary_folder
-from ..results import KFoldResult, read_result, write_result
+from ..distributed import parse_shard, rank_device, shard_path, share, torchrun_world
+from ..outputs import output_lock
+from ..results import KFoldResult, write_result
 from ..results.provenance import data_sha256, jsonable, now, provenance, qualified_name
 from ..validation import check_allocation, check_data
-from .artifacts import artifact_folder, claim_folder, publish
-from .checks import warn_implausible_scores
-from .estimators import DEFAULT_ESTIMATOR, ESTIMATORS, memorization_scores
+from .artifacts import artifact_folder
+from .estimators import DEFAULT_ESTIMATOR, ESTIMATORS
 from .folds import check_fold_args, make_folds, unit_seed
+from .progress import all_units, check_outputs, finish, partial_path, pending_units, resume, run_units
+from .torchrun import run_ranks
 
 log = logging.getLogger(__name__)
 
@@ -45,8 +44,8 @@ RUNTIME_PARAMS = ("device", "chunk_size", "eval_chunk", "units_per_batch", "batc
 def _fingerprint(config):
     """Hash of everything that determines the numbers of a run."""
     identity = json.loads(json.dumps(config))
-    identity.pop("units_per_batch", None)
-    identity.pop("artifact_dir", None)
+    for key in ("units_per_batch", "artifact_dir", "shard"):
+        identity.pop(key, None)
     identity["model"].pop("class", None)
     params = identity["model"]["params"]
     for key in RUNTIME_PARAMS:  # the device too: models draw the same random numbers on every device
@@ -72,71 +71,9 @@ def _make_model(model, device):
     return model
 
 
-def _previous(out, partial, fingerprint, force, restart):
-    """The saved progress of this run to reuse (the result file first, then the partial), or None.
-
-    A file of another run, or one that cannot be read, is refused unless
-    ``force``, which discards it; ``restart`` discards this run's own progress.
-    """
-    found = None
-    for path in (out, partial):
-        if not path.exists():
-            continue
-        try:
-            previous = read_result(path)
-        except GenmemError as exc:
-            if force:
-                log.warning("discarding %s: %s", path, exc)
-                continue
-            raise GenmemError(f"cannot reuse {path}: {exc}; or pass --force to discard it") from None
-        if previous.config.get("fingerprint") != fingerprint:
-            if not force:
-                raise GenmemError(f"{path} exists and holds a different run; pass --force (force=True) to replace "
-                                  "it or choose another --out")
-            continue
-        if found is None and not restart:
-            found = previous
-    return found
-
-
-def _reuse(result, previous, source):
-    """Copy the valid units of ``previous`` into ``result``; returns True when ``previous`` is complete and sound.
-
-    A unit is reused when it is marked done and its log-likelihoods are all
-    finite, in a file whose folds, unit seeds and shapes are this run's;
-    the others are recomputed, with a warning.
-    """
-    same_layout = (previous.loglik.shape == result.loglik.shape and previous.done.shape == result.done.shape
-                   and np.array_equal(previous.assignment, result.assignment)
-                   and np.array_equal(previous.unit_seeds, result.unit_seeds)
-                   and all(np.shape(v)[:2] == result.done.shape for v in previous.extras.values()))
-    if not same_layout:
-        warnings.warn(f"{source} does not match this run's folds, seeds or shapes; recomputing all units",
-                      stacklevel=3)
-        return False
-    good = previous.done & np.isfinite(previous.loglik).all(axis=2)
-    bad = np.argwhere(previous.done & ~good)
-    if len(bad):
-        warnings.warn(f"{source}: {len(bad)} unit(s) marked done hold non-finite log-likelihoods (first: repeat "
-                      f"{bad[0][0]}, fold {bad[0][1]}); recomputing them", stacklevel=3)
-    result.loglik[good] = previous.loglik[good]
-    result.done[:] = good
-    result.extras = {name: np.where(good.reshape(good.shape + (1,) * (np.ndim(v) - 2)), v, np.nan)
-                     for name, v in previous.extras.items()}
-    if not good.all() or not previous.complete:
-        return False
-    expected = memorization_scores(result.loglik, result.assignment, result.config["estimator"])
-    sound = expected.keys() == previous.scores.keys() and all(
-        np.array_equal(expected[k], previous.scores[k]) for k in expected)
-    if not sound:
-        warnings.warn(f"{source}: the stored scores do not follow from its log-likelihoods; recomputing them",
-                      stacklevel=3)
-    return sound
-
-
 def kfold(model, X, *, folds=10, repeats=1, seed=0, estimator=DEFAULT_ESTIMATOR, device=None,
           units_per_batch=None, labels=None, label_names=None, index=None, images=None, data_info=None,
-          store_data=True, out=None, force=False, restart=False, progress=False, argv=None):
+          store_data=True, out=None, force=False, restart=False, shard=None, progress=False, argv=None):
     """Leave-out memorization scores of every example by K-fold × R-repeat holdout training.
 
     Parameters
@@ -193,15 +130,41 @@ def kfold(model, X, *, folds=10, repeats=1, seed=0, estimator=DEFAULT_ESTIMATOR,
         per-unit files. Progress of this same run is still resumed.
     restart : bool, default=False
         Discard this run's own saved progress and start over.
+    shard : (int, int) or "I/N", optional
+        Run only shard I of N of the units (``units[I::N]`` in row-major
+        order), into ``OUT.shard-I-of-N`` (resumable like any run; needs
+        ``out``); :func:`merge` combines the finished shards into ``OUT``.
+        For job arrays, or several Python processes on one run.
     progress : bool, default=False
-        Show a progress bar on stderr.
+        Show a progress bar on stderr (and, under torchrun, a line per rank
+        at its start and end).
     argv : list of str, optional
         The command line to record (default ``sys.argv``).
 
     Returns
     -------
-    KFoldResult
+    KFoldResult or None
+        The result; for a shard, its units only (no scores). Under torchrun
+        (``WORLD_SIZE`` > 1), rank 0 returns the result and the other ranks
+        None.
+
+    Notes
+    -----
+    Under ``torchrun --nproc-per-node P -m genmem kfold …`` (or any program
+    that calls :func:`kfold` in processes started by torchrun) the ranks
+    share the pending units (:mod:`genmem.distributed`), each saving its
+    own progress to ``OUT.rank-R.partial``; rank 0 gathers the units and
+    alone writes ``OUT``, bit-identical to a single process's. A rerun with
+    any number of processes resumes every completed unit.
     """
+    world = torchrun_world()
+    if shard is not None:
+        shard = parse_shard(shard)
+        if world is not None:
+            raise GenmemError("--shard splits a run across separate jobs; torchrun splits it across its processes "
+                              "by itself: use one or the other")
+        if out is None:
+            raise GenmemError("a shard needs out= (--out): its units go to OUT.shard-I-of-N for 'genmem merge OUT'")
     X = check_data(X, min_rows=2)
     n = X.shape[0]
     check_fold_args(n, folds, repeats, seed)
@@ -224,10 +187,13 @@ def kfold(model, X, *, folds=10, repeats=1, seed=0, estimator=DEFAULT_ESTIMATOR,
 
     check_allocation(8.0 * repeats * n * (folds + 1), f"the [R={repeats}, K={folds}, N={n}] log-likelihoods and fold "
                      "assignment", "lower --repeats or --folds, or use fewer examples (--limit)")
-    if out is not None:
-        out = Path(out)
-        _check_outputs(out, data_info)
-    model = _make_model(model, device).resolve(X)
+    target = None if out is None else Path(out) if shard is None else shard_path(out, *shard)
+    if target is not None and (world is None or world.root):
+        check_outputs(target, data_info)
+    model = _make_model(model, device)
+    if world is not None and "device" in model.get_params(deep=False):
+        model.set_params(device=rank_device(model.device, world))
+    model = model.resolve(X)
     if units_per_batch in (None, "auto"):
         units_per_batch = model.max_units_per_batch(X) or folds
         log.info("units per batch: %d", units_per_batch)
@@ -248,6 +214,7 @@ def kfold(model, X, *, folds=10, repeats=1, seed=0, estimator=DEFAULT_ESTIMATOR,
         "seeds": {"seed": seed, "folds": "SeedSequence(seed, spawn_key=(0, repeat))",
                   "units": "SeedSequence(seed, spawn_key=(1, repeat, fold)); see /folds/unit_seed",
                   "dequantize": "SeedSequence(seed, spawn_key=(2,)) when the data were dequantized"},
+        "processes": {"launcher": "single", "world_size": 1},
     }
     result = KFoldResult(
         loglik=np.full((repeats, folds, n), np.nan), assignment=assignment,
@@ -256,133 +223,26 @@ def kfold(model, X, *, folds=10, repeats=1, seed=0, estimator=DEFAULT_ESTIMATOR,
         images=None if images is None or not store_data else np.asarray(images, dtype=np.float32),
     )
 
-    if out is not None:
-        config["artifact_dir"] = artifact_folder(out).name
-    with output_lock(out) if out is not None else contextlib.nullcontext():
-        if out is not None:
-            cached = _resume(out, result, force, restart, given_labels)
+    if target is not None:
+        config["artifact_dir"] = artifact_folder(target).name
+    if shard is not None:
+        config["shard"] = list(shard)
+    if world is not None:
+        return run_ranks(model, X, result, world, units_per_batch, target, force, restart, given_labels, progress)
+    with output_lock(target) if target is not None else contextlib.nullcontext():
+        if target is not None:
+            cached = resume(target, result, force, restart, given_labels)
             if cached is not None:
                 return cached
-        _run_units(model, X, result, units_per_batch, out, progress)
-        result.scores = memorization_scores(result.loglik, assignment, estimator)
-        warn_implausible_scores(result.scores["memorization"], X, assignment)
-        result.meta["created"] = now()
-        if out is not None:
-            write_result(out, result)
-            _partial(out).unlink(missing_ok=True)
+        units = pending_units(result)
+        if shard is not None:
+            mine = set(share(all_units(result), *shard))
+            units = [unit for unit in units if unit in mine]
+        run_units(model, X, result, units, units_per_batch, target,
+                  None if target is None else partial_path(target), progress)
+        if shard is None:
+            finish(result, X)
+        if target is not None:
+            write_result(target, result)
+            partial_path(target).unlink(missing_ok=True)
     return result
-
-
-def _partial(out):
-    return out.with_name(out.name + ".partial")
-
-
-def _check_outputs(out, data_info):
-    """Before any work: the results file, its partial and its unit folder can be written and are not inputs."""
-    units = artifact_folder(out)
-    for path in (out, _partial(out)):
-        if path.is_dir():
-            raise GenmemError(f"{path} is a folder; choose another --out")
-    check_not_input(out, [(data_info or {}).get("source")])
-    if units.exists() and not units.is_dir():
-        raise GenmemError(f"{units} exists and is not a folder; genmem keeps the run's per-unit files there — "
-                          "move it away or choose another --out")
-    check_folder(out)
-    clean_stale(out.parent)
-
-
-def _resume(out, result, force, restart, given_labels):
-    """Take over this run's saved progress (or discard it); returns the previous result when it is complete and sound.
-
-    A complete run given other labels (``given_labels``) gets them, rewritten in place.
-    """
-    config = result.config
-    previous = _previous(out, _partial(out), config["fingerprint"], force, restart)
-    claim_folder(artifact_folder(out), config["fingerprint"], config["data_sha256"], discard=previous is None,
-                 force=force)
-    if previous is None:
-        return None
-    if _reuse(result, previous, out if previous.complete else _partial(out)):
-        if given_labels and (not np.array_equal(previous.labels, result.labels)
-                             or previous.label_names != result.label_names):
-            previous.labels, previous.label_names = result.labels, result.label_names
-            write_result(out, previous)
-            log.info("%s already holds this run, complete; its labels were replaced by the ones given", out)
-        else:
-            log.info("%s already holds this run, complete; nothing to do", out)
-        return previous
-    log.info("resuming %s: %d of %d units already done", out, result.done.sum(), result.done.size)
-    return None
-
-
-def _run_units(model, X, result, units_per_batch, out, progress):
-    """Fit the pending units batch by batch, saving progress to ``OUT.partial`` after each."""
-    from tqdm.auto import tqdm
-
-    pending = [(r, k) for r, k in zip(*np.nonzero(~result.done))]
-    x_full, images = result.x, result.images
-    with tqdm(total=result.done.size, initial=int(result.done.sum()), desc="units", unit="unit",
-              file=sys.stderr, disable=not progress) as bar:
-        for start in range(0, len(pending), units_per_batch):
-            keys = [(int(r), int(k)) for r, k in pending[start:start + units_per_batch]]
-            before = int(result.done.sum())
-            with temporary_folder(out) if out is not None else contextlib.nullcontext() as staging:
-                try:
-                    _fit_batch(model, X, result, keys, staging, bar.update if progress else None)
-                finally:  # also after a failed unit: the units completed before it are kept
-                    if out is not None and result.done.sum() > before:
-                        publish(staging, artifact_folder(out), result.config["fingerprint"],
-                                result.config["data_sha256"])
-                        result.x = result.images = None  # the partial file holds only what resuming needs
-                        write_result(_partial(out), result)
-                        result.x, result.images = x_full, images
-
-
-def _fit_batch(model, X, result, keys, staging, progress):
-    """Fit the units ``keys`` (per-unit files to ``staging``) and store their outputs; on a failed unit, store
-    those completed before it. A failed checkpoint write (a full disk) is a one-line error."""
-    masks = np.stack([result.assignment[r] != k for r, k in keys])
-    seeds = [int(result.unit_seeds[r, k]) for r, k in keys]
-    try:
-        outputs = model.fit_units(X, masks, seeds, unit_keys=keys, artifact_dir=staging, progress=progress)
-    except UnitError as exc:
-        completed = len(exc.completed.get("loglik", ()))
-        if completed:
-            _store(result, keys[:completed], exc.completed)
-        raise
-    except RuntimeError as exc:  # torch.save reports a full disk as a RuntimeError of its stream writer
-        if staging is None or not _raised_by_torch_save(exc):
-            raise
-        raise GenmemError(f"writing the units' checkpoints in {staging.parent} failed ({str(exc).splitlines()[0]}); "
-                          "free some disk space and run the same command again to resume") from None
-    _store(result, keys, outputs)
-
-
-def _raised_by_torch_save(exc):
-    tb = exc.__traceback__
-    while tb is not None:
-        if Path(tb.tb_frame.f_code.co_filename).match("torch/serialization.py"):
-            return True
-        tb = tb.tb_next
-    return False
-
-
-def _store(result, keys, outputs):
-    loglik = np.asarray(outputs["loglik"], dtype=np.float64)
-    for u, (r, k) in enumerate(keys):
-        bad = ~np.isfinite(loglik[u])
-        if bad.any():
-            raise GenmemError(
-                f"unit (repeat {r}, fold {k}) gave a non-finite log p for {bad.sum()} example(s) "
-                f"(first: row {np.flatnonzero(bad)[0]}); completed units are kept — try dtype float64, "
-                "a larger bandwidth or reg_covar, or fewer epochs"
-            )
-        result.loglik[r, k] = loglik[u]
-        for name, value in outputs.items():
-            if name == "loglik":
-                continue
-            value = np.asarray(value)
-            if name not in result.extras:
-                result.extras[name] = np.full(result.done.shape + value.shape[1:], np.nan, dtype=np.float64)
-            result.extras[name][r, k] = value[u]
-        result.done[r, k] = True

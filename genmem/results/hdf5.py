@@ -45,7 +45,7 @@ _RUN_GROUPS = ("data", "folds", "scores", "units")
 #: Names of the axes, as dimension scales at the root.
 DIMENSIONS = ("repeat", "fold", "example")
 FORMAT_VERSION = 1
-_META_KEYS = ("genmem_version", "created", "argv", "versions", "device", "seeds")
+_META_KEYS = ("genmem_version", "created", "argv", "versions", "device", "seeds", "processes")
 
 
 def _write(f, result):

@@ -81,8 +81,13 @@ def write_parquet(result, path):
 
 def top_rows(result, count, by):
     """The ``count`` highest-scoring examples of ``result`` as dicts (rank, row, index, label, scores)."""
+    return example_rows(result, result.top(count, by=by), by)
+
+
+def example_rows(result, order, by="memorization"):
+    """The examples at rows ``order`` of ``result``, in that order, as dicts (rank, row, index, label, scores)."""
     rows = []
-    for rank, i in enumerate(result.top(count, by=by), start=1):
+    for rank, i in enumerate(order, start=1):
         row = {"rank": rank, "row": int(i), "index": int(result.index[i]), "label": int(result.labels[i]),
                "score": float(result.values(by)[i]), "loglik_in": float(result.scores["loglik_in"][i]),
                "loglik_out": float(result.scores["loglik_out"][i])}

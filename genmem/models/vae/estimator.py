@@ -29,7 +29,7 @@ from ...device import DTYPES, matmul_precision, resolve_device
 from ...errors import GenmemError
 from ...philox import key_words
 from ...validation import check_data, is_int, is_real
-from ..base import DensityModel, as_seed, torch_generator
+from ..base import DensityModel, as_seed, check_finite_loss, torch_generator
 from .checkpoints import checkpoint_state, read_checkpoint, save_checkpoint
 from .evaluate import evaluate, importance_eps
 from .nets import ARCHS, LIKELIHOODS, Likelihood, VAEGuide, VAEModel, VAENet
@@ -42,6 +42,9 @@ log = logging.getLogger(__name__)
 #: trained with ``binarize="dynamic"`` (the same for every unit, so log p is
 #: comparable across units).
 EVAL_BINARIZE_THRESHOLD = 0.5
+
+#: Share of a unit's rows whose importance sampling collapsed (ESS < 2) above which the VAE warns.
+COLLAPSED_ESS_SHARE = 0.01
 
 #: Settings of published experiments. ``"model"`` holds :class:`VAE` keyword
 #: arguments, ``"dataset"``/``"prepare"`` the data (:func:`genmem.data.load_dataset`,
@@ -181,45 +184,42 @@ class VAE(DensityModel):
         self.compile = compile
 
     # -- parameters -------------------------------------------------------
-    def _bad(self, name, allowed):
-        return GenmemError(f"The {name!r} parameter of VAE must be {allowed}; got {getattr(self, name)!r}")
-
     def _validate(self):
         for name in ("latent_dim", "epochs", "batch_size", "num_samples", "eval_chunk"):
             value = getattr(self, name)
             if not is_int(value) or value < 1:
-                raise self._bad(name, "a positive int")
+                raise self.parameter_error(name, "a positive int")
         if not is_int(self.checkpoints) or not 0 <= self.checkpoints <= self.epochs:
-            raise self._bad("checkpoints", f"an int in [0, epochs={self.epochs}]")
+            raise self.parameter_error("checkpoints", f"an int in [0, epochs={self.epochs}]")
         if self.eval_every is not None and (not is_int(self.eval_every) or not 1 <= self.eval_every <= self.epochs):
-            raise self._bad("eval_every", f"None or an int in [1, epochs={self.epochs}]")
+            raise self.parameter_error("eval_every", f"None or an int in [1, epochs={self.epochs}]")
         hidden = self.hidden
         if not isinstance(hidden, (tuple, list)) or not all(is_int(h) and h > 0 for h in hidden):
-            raise self._bad("hidden", "a tuple of positive ints, e.g. (512, 256)")
+            raise self.parameter_error("hidden", "a tuple of positive ints, e.g. (512, 256)")
         if self.arch not in ARCHS:
-            raise self._bad("arch", f"one of {', '.join(ARCHS)}")
+            raise self.parameter_error("arch", f"one of {', '.join(ARCHS)}")
         if self.likelihood not in ("auto",) + LIKELIHOODS:
-            raise self._bad("likelihood", f"one of auto, {', '.join(LIKELIHOODS)}")
+            raise self.parameter_error("likelihood", f"one of auto, {', '.join(LIKELIHOODS)}")
         scale = self.decoder_scale
         if scale != "learned" and not (is_real(scale) and math.isfinite(scale) and scale > 0):
-            raise self._bad("decoder_scale", "'learned' or a positive float")
+            raise self.parameter_error("decoder_scale", "'learned' or a positive float")
         if not (is_real(self.logit_lambda) and 0 < self.logit_lambda < 0.5):
-            raise self._bad("logit_lambda", "a float in (0, 0.5)")
+            raise self.parameter_error("logit_lambda", "a float in (0, 0.5)")
         if self.binarize not in (None, "dynamic"):
-            raise self._bad("binarize", "None or 'dynamic'")
+            raise self.parameter_error("binarize", "None or 'dynamic'")
         if self.binarize == "dynamic" and self.likelihood not in ("auto", "bernoulli"):
-            raise self._bad("likelihood", "'bernoulli' (or 'auto') with binarize='dynamic'")
+            raise self.parameter_error("likelihood", "'bernoulli' (or 'auto') with binarize='dynamic'")
         if not (is_real(self.lr) and math.isfinite(self.lr) and self.lr > 0):
-            raise self._bad("lr", "a positive float")
+            raise self.parameter_error("lr", "a positive float")
         if self.dtype not in DTYPES:
-            raise self._bad("dtype", "'float32' or 'float64'")
+            raise self.parameter_error("dtype", "'float32' or 'float64'")
         for name in ("tf32", "cuda_graph", "compile"):
             if not isinstance(getattr(self, name), (bool, np.bool_)):
-                raise self._bad(name, "True or False")
+                raise self.parameter_error(name, "True or False")
         shape = self.image_shape
         if shape is not None and (not isinstance(shape, (tuple, list)) or len(shape) not in (2, 3)
                                   or not all(is_int(s) and s > 0 for s in shape)):
-            raise self._bad("image_shape", "None or (H, W) or (H, W, C) of positive ints")
+            raise self.parameter_error("image_shape", "None or (H, W) or (H, W, C) of positive ints")
         if self.arch == "conv":
             if shape is None or not hidden:
                 raise GenmemError("arch='conv' needs image_shape=(H, W[, C]) and at least one entry in hidden")
@@ -362,14 +362,7 @@ class VAE(DensityModel):
         train_loss = np.empty((len(masks), self.epochs))
         for epoch in range(1, self.epochs + 1):
             train_loss[:, epoch - 1] = (trainer.run_epoch(epoch).cpu().numpy() / n_rows)  # the epoch's one read
-            bad = ~np.isfinite(train_loss[:, epoch - 1])
-            if bad.any():
-                u = int(np.flatnonzero(bad)[0])
-                raise GenmemError(
-                    f"training diverged: non-finite ELBO loss for {labels[u]} at epoch {epoch} "
-                    f"({int(bad.sum())} of {len(masks)} units in this batch); lower lr (now {self.lr}), use "
-                    "dtype='float64' or check the data; units finished before this batch are kept"
-                )
+            check_finite_loss(train_loss[:, epoch - 1], labels, epoch, self.lr, "ELBO loss")
             log.debug("epoch %d: mean loss per example %s", epoch, np.round(train_loss[:, epoch - 1], 3))
             if on_epoch is not None:
                 on_epoch(epoch, units, trainer)
@@ -383,12 +376,19 @@ class VAE(DensityModel):
         return torch.as_tensor(X, dtype=dtype, device=device)
 
     @staticmethod
-    def _warn_ess(ess, n_samples):
-        median = float(np.median(ess))
-        if median < 2.0:
+    def _warn_ess(ess, n_samples, labels=None):
+        """Warn when importance sampling collapsed (ESS < 2) for more than 1 % of the rows of any unit."""
+        ess = np.atleast_2d(ess)
+        collapsed = ess < 2.0
+        share = collapsed.mean(1)
+        if share.max() > COLLAPSED_ESS_SHARE:
+            worst = int(np.argmax(share))
+            name = "the model" if labels is None else labels[worst]
             warnings.warn(
-                f"importance sampling is degenerate: median effective sample size {median:.2f} of "
-                f"{n_samples} samples; log p estimates are unreliable — raise num_samples or train longer",
+                f"importance sampling collapsed (effective sample size < 2 of {n_samples} samples) for "
+                f"{int(collapsed.any(0).sum())} of {ess.shape[1]} rows, in {int((share > 0).sum())} of {len(ess)} "
+                f"unit(s) (worst: {name}, {100 * share[worst]:.0f}% of its rows); their log p are unreliable: "
+                "raise num_samples or train longer",
                 stacklevel=3,
             )
 
@@ -453,7 +453,7 @@ class VAE(DensityModel):
             eps = importance_eps(key_words(seeds, device), int(self.num_samples), int(self.latent_dim), dtype)
             units, train_loss = self._train(X, masks, seeds, labels, likelihood, device, dtype, on_epoch)
             final = evaluate(units, X_eval, eps, self.eval_chunk)
-        self._warn_ess(final["ess"], int(self.num_samples))
+        self._warn_ess(final["ess"], int(self.num_samples), labels)
         out = {"loglik": final["loglik"], "ess": final["ess"], "train_loss": train_loss}
         if self.eval_every is not None:
             out["loglik_epochs"] = np.stack(epoch_ll, axis=1)
