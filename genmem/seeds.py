@@ -10,7 +10,7 @@ own ids under their own root seeds.
 """
 import numpy as np
 
-from .errors import GenmemError
+from .validation import check_int
 
 #: Fold permutation of repeat r: ``(FOLDS, r)``.
 FOLDS = 0
@@ -22,8 +22,7 @@ DEQUANTIZE = 2
 
 def stream(seed, *keys):
     """The :class:`numpy.random.SeedSequence` of stream ``keys`` under root ``seed`` (a non-negative int)."""
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-        raise GenmemError(f"a seed must be a non-negative integer; got {seed!r}")
+    check_int(seed, "seed", 0)
     return np.random.SeedSequence(int(seed), spawn_key=tuple(int(k) for k in keys))
 
 

@@ -12,7 +12,7 @@ import numpy as np
 
 from ..errors import GenmemError
 from ..seeds import DEQUANTIZE, stream_rng
-from ..validation import check_allocation, has_spread
+from ..validation import check_allocation, check_int, has_spread
 from .loaders import Dataset, _array_dataset
 
 BINARIZE_MODES = ("fixed", "dynamic")
@@ -148,8 +148,7 @@ def prepare(dataset, *, labels=None, scale=True, pca=None, binarize=None, dequan
         raise GenmemError("binarize='dynamic' needs pixel values in [0, 1] for Bernoulli draws; drop pca")
     if dequantize and dataset.levels is None:
         raise GenmemError(f"dequantize needs discrete data; dataset {dataset.name!r} is continuous (levels=None)")
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-        raise GenmemError(f"seed must be a non-negative int; got {seed!r}")
+    check_int(seed, "seed", 0)
 
     x, pad_shape, pad_offset = dataset.x, None, None
     if pad_to is not None:
@@ -246,8 +245,7 @@ def bits_per_dim(log_p, n_dims):
     float or ndarray
         Same shape as ``log_p``.
     """
-    if isinstance(n_dims, bool) or not isinstance(n_dims, (int, np.integer)) or n_dims < 1:
-        raise GenmemError(f"n_dims must be a positive int; got {n_dims!r}")
+    check_int(n_dims, "n_dims")
     bits = -np.asarray(log_p, dtype=np.float64) / (n_dims * math.log(2))
     return bits if bits.ndim else float(bits)
 

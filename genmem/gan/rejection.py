@@ -40,6 +40,7 @@ import torch
 from ..errors import GenmemError
 from ..neighbours.bank import NeighbourBank
 from ..neighbours.embedders import PCAEmbedder, PixelEmbedder, PrecomputedFeatures, flatten
+from ..validation import check_int, check_param, options
 
 logger = logging.getLogger(__name__)
 
@@ -235,10 +236,8 @@ class MemorizationRejection:
         if bank.embedder is None:
             raise GenmemError("the bank's feature map could not be rebuilt from its file, so generated samples cannot "
                               "be embedded; pass embedder= to NeighbourBank.load")
-        if mode not in MODES:
-            raise GenmemError(f"unknown mode {mode!r}; use one of {', '.join(MODES)}")
-        if isinstance(max_tries, bool) or not isinstance(max_tries, (int, np.integer)) or max_tries < 1:
-            raise GenmemError(f"max_tries must be a positive integer; got {max_tries!r}")
+        check_param(mode, options(*MODES), "mode", "MemorizationRejection")
+        check_int(max_tries, "max_tries", owner="MemorizationRejection")
         if preprocess is not None and not callable(preprocess):
             raise GenmemError(f"preprocess must be a callable mapping a batch to the bank's input space; got "
                               f"{type(preprocess).__name__}")

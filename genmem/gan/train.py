@@ -37,7 +37,7 @@ from ..outputs import IDENTITY
 from ..results import atomic_h5, provenance
 from ..neighbours import NeighbourBank, data_copying_test, imagenet_embedder
 from ..seeds import stream_seed
-from ..validation import check_allocation
+from ..validation import check_allocation, check_int, check_param, options
 from .nets import make_gan
 from .rejection import DEFAULT_MAX_TRIES, MemorizationRejection, bank_features, resolve_tau
 
@@ -141,8 +141,7 @@ def load_gan_data(dataset="digits", *, data_dir=None, limit=None, test_fraction=
         test, test_index = to_nchw(prepare(test_data).images), test_data.index
         test_source = "split"
     if limit is not None:
-        if isinstance(limit, bool) or not isinstance(limit, (int, np.integer)) or limit < 2:
-            raise GenmemError(f"limit must be an integer >= 2; got {limit!r}")
+        check_int(limit, "limit", 2)
         train, train_index = train[:limit], train_index[:limit]
     if test.shape[1:] != train.shape[1:]:
         raise GenmemError(f"test images {test.shape[1:]} and training images {train.shape[1:]} differ in shape")
@@ -266,10 +265,8 @@ def train_gan(train_images, *, tau="auto", bank=None, embed="pixels", mode="resa
     X = _check_images(train_images, "train_images")
     for name, value, low in (("steps", steps, 1), ("batch_size", batch_size, 1), ("n_dis", n_dis, 1),
                              ("log_every", log_every, 0)):
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
-            raise GenmemError(f"{name} must be an integer >= {low}; got {value!r}")
-    if loss not in LOSSES:
-        raise GenmemError(f"unknown GAN loss {loss!r}; use one of {', '.join(LOSSES)}")
+        check_int(value, name, low)
+    check_param(loss, options(*LOSSES), "loss")
     if not (lr > 0 and len(betas) == 2 and all(0 <= b < 1 for b in betas)):
         raise GenmemError(f"Adam needs lr > 0 and betas in [0, 1); got lr={lr}, betas={tuple(betas)}")
     device = resolve_device(device)
@@ -341,8 +338,7 @@ def sample_images(generator, n, *, seed=0, device=None, batch_size=SAMPLE_BATCH)
 
     Latents come from stream ``(seed, 3)``; ``device`` defaults to the generator's.
     """
-    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
-        raise GenmemError(f"the number of samples must be a positive integer; got {n!r}")
+    check_int(n, "n")
     device = next(generator.parameters()).device if device is None else resolve_device(device)
     z_dim = generator.z_dim
     g = torch.Generator(device).manual_seed(stream_seed(seed, EVAL_STREAM))

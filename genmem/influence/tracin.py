@@ -55,7 +55,7 @@ from ..memorization.artifacts import check_manifest, verified_bytes
 from ..memorization.runner import RUNTIME_PARAMS
 from ..seeds import stream, stream_seed
 from ..models.base import torch_generator
-from ..validation import check_data
+from ..validation import check_data, check_int, check_param, int_tuple, options
 
 log = logging.getLogger(__name__)
 
@@ -108,8 +108,8 @@ def gather_influence(blocks, n_test, n_train, k=None):
     -------
     ndarray [n_test, n_train] or TopInfluence
     """
-    if k is not None and not (isinstance(k, (int, np.integer)) and not isinstance(k, bool) and k >= 1):
-        raise GenmemError(f"k must be a positive int (how many proponents and opponents); got {k!r}")
+    if k is not None:
+        check_int(k, "k")
     if k is None:
         out = np.empty((n_test, n_train))
         for rows, block in blocks:
@@ -140,12 +140,6 @@ class Checkpoint(NamedTuple):
     params: dict
     lr: float
     label: str = ""
-
-
-def _positive_int(value, what):
-    if not (isinstance(value, (int, np.integer)) and not isinstance(value, bool) and value >= 1):
-        raise GenmemError(f"{what} must be a positive int; got {value!r}")
-    return int(value)
 
 
 class _Projection:
@@ -270,8 +264,7 @@ class TracIn:
         if required == 2 and noise_shape is not None:
             raise GenmemError(f"noise_shape={tuple(noise_shape)} is given but the loss takes no noise, "
                               "loss(params, x); drop noise_shape or give the loss an eps argument")
-        if normalize not in NORMALIZATIONS:
-            raise GenmemError(f"normalize must be None or 'cosine'; got {normalize!r}")
+        check_param(normalize, options(*NORMALIZATIONS), "normalize", "TracIn")
         self.loss = loss
         self.normalize = normalize
         self.device = resolve_device(device)
@@ -281,15 +274,13 @@ class TracIn:
         self.dtype = first[self.names[0]].dtype
         self.n_params = sum(p.numel() for p in first.values())
         if noise_shape is not None:
-            noise_shape = tuple(_positive_int(s, "each entry of noise_shape") for s in noise_shape)
+            noise_shape = tuple(int(s) for s in check_param(noise_shape, int_tuple(), "noise_shape", "TracIn"))
         self.noise_shape = noise_shape
-        if projection not in PROJECTIONS:
-            raise GenmemError(f"projection must be one of {', '.join(PROJECTIONS)}; got {projection!r}")
-        if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool):
-            raise GenmemError(f"seed must be an int; got {seed!r}")
-        self.seed = int(seed)
-        self.chunk_size = _positive_int(chunk_size, "chunk_size")
-        self.projection_dim = None if projection_dim is None else _positive_int(projection_dim, "projection_dim")
+        check_param(projection, options(*PROJECTIONS), "projection", "TracIn")
+        self.seed = check_int(seed, "seed", None, owner="TracIn")
+        self.chunk_size = check_int(chunk_size, "chunk_size", owner="TracIn")
+        self.projection_dim = None if projection_dim is None else check_int(projection_dim, "projection_dim",
+                                                                            owner="TracIn")
         self._project = None if projection_dim is None else _Projection(
             {n: p.numel() for n, p in first.items()}, self.projection_dim, projection, self.seed, self.device,
             self.dtype)
@@ -660,7 +651,7 @@ def vae_tracin(path, *, draws=1, **kwargs):
         Further :class:`TracIn` arguments (``seed``, ``projection_dim``, ``chunk_size``, ``device``).
     """
     vae, checkpoints, _ = load_vae_checkpoint(path, device=kwargs.get("device", "cpu"))
-    draws = _positive_int(draws, "draws")
+    draws = check_int(draws, "draws")
     return TracIn(vae_negative_elbo(vae), checkpoints, noise_shape=(draws, int(vae.latent_dim)), **kwargs)
 
 
@@ -721,7 +712,7 @@ class KFoldTracIn:
             )
         check_manifest(folder, [p.name for p in self.files.values()], result.config["fingerprint"],
                        result.config["data_sha256"])
-        self.options = dict(draws=_positive_int(draws, "draws"), seed=seed, projection_dim=projection_dim,
+        self.options = dict(draws=check_int(draws, "draws", owner="KFoldTracIn"), seed=seed, projection_dim=projection_dim,
                             normalize=normalize, chunk_size=chunk_size, device=device)
         self.unbiased = bool(unbiased)
         self.labels, self.lrs = None, None

@@ -25,8 +25,8 @@ from ..models import MODELS, DensityModel
 from ..distributed import parse_shard, rank_device, shard_path, share, torchrun_world
 from ..outputs import output_lock
 from ..results import KFoldResult, write_result
-from ..results.provenance import data_sha256, jsonable, now, provenance, qualified_name
-from ..validation import check_allocation, check_data
+from ..results.provenance import data_sha256, jsonable, provenance, qualified_name
+from ..validation import any_of, check_allocation, check_data, check_param, integer, options
 from .artifacts import artifact_folder
 from .estimators import DEFAULT_ESTIMATOR, ESTIMATORS
 from .folds import check_fold_args, make_folds, unit_seed
@@ -170,9 +170,7 @@ def kfold(model, X, *, folds=10, repeats=1, seed=0, estimator=DEFAULT_ESTIMATOR,
     check_fold_args(n, folds, repeats, seed)
     if estimator not in ESTIMATORS:
         raise GenmemError(f"unknown estimator {estimator!r}; use one of {', '.join(ESTIMATORS)}")
-    if units_per_batch not in (None, "auto") and (not isinstance(units_per_batch, (int, np.integer))
-                                                  or isinstance(units_per_batch, bool) or units_per_batch < 1):
-        raise GenmemError(f"units_per_batch must be a positive int or 'auto'; got {units_per_batch!r}")
+    check_param(units_per_batch, any_of(options(None, "auto"), integer(1)), "units_per_batch")
     given_labels = labels is not None
     labels, names = encode_labels(labels, n)
     if label_names is not None:

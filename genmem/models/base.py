@@ -27,7 +27,7 @@ import sklearn.exceptions
 import torch
 
 from ..errors import GenmemError
-from ..validation import check_data
+from ..validation import check_data, invalid
 
 
 def torch_generator(seed, device="cpu"):
@@ -141,8 +141,7 @@ class DensityModel(sklearn.base.DensityMixin, sklearn.base.BaseEstimator, abc.AB
 
     def parameter_error(self, name, allowed):
         """The error for a bad constructor argument: names the parameter, the class, what is allowed and what was given."""
-        return GenmemError(f"The {name!r} parameter of {type(self).__name__} must be {allowed}; "
-                           f"got {getattr(self, name)!r}")
+        return invalid(name, allowed, getattr(self, name), type(self).__name__)
 
     def clone(self, **overrides):
         """A new, unfitted model with the same parameters (``sklearn.base.clone``) and ``overrides``."""

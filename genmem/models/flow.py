@@ -45,7 +45,7 @@ import torch
 from ..device import DTYPES, resolve_device
 from ..errors import GenmemError
 from ..seeds import stream_seed
-from ..validation import check_data, is_int, is_real
+from ..validation import boolean, check_data, check_params, int_tuple, integer, options, real
 from .base import DensityModel, as_seed, check_finite_loss, torch_generator
 from .stacked_adam import StackedAdam
 
@@ -59,6 +59,13 @@ MIN_SCALE = 1e-6
 LOG_2PI = math.log(2.0 * math.pi)
 #: The streams of a unit's seed: initial weights, minibatch order.
 INIT_STREAM, ORDER_STREAM = 0, 1
+
+#: Allowed parameter values (``device`` is checked by resolve_device).
+PARAMETER_CONSTRAINTS = {
+    "layers": integer(1), "batch_size": integer(1), "chunk_size": integer(1), "epochs": integer(0),
+    "hidden": int_tuple(example="(64, 64)"), "input_map": options(*INPUT_MAPS),
+    "logit_lambda": real(0, 0.5), "standardize": boolean(), "lr": real(0), "dtype": options(*DTYPES),
+}
 
 
 def coupling_masks(n_features, layers):
@@ -180,23 +187,7 @@ class Flow(DensityModel):
 
     # -- parameters -------------------------------------------------------
     def _validate(self):
-        for name in ("layers", "batch_size", "chunk_size"):
-            if not is_int(getattr(self, name)) or getattr(self, name) < 1:
-                raise self.parameter_error(name, "a positive int")
-        if not is_int(self.epochs) or self.epochs < 0:
-            raise self.parameter_error("epochs", "a non-negative int")
-        if not isinstance(self.hidden, (tuple, list)) or not all(is_int(h) and h > 0 for h in self.hidden):
-            raise self.parameter_error("hidden", "a tuple of positive ints, e.g. (64, 64)")
-        if self.input_map not in INPUT_MAPS:
-            raise self.parameter_error("input_map", f"one of {', '.join(INPUT_MAPS)}")
-        if not (is_real(self.logit_lambda) and 0 < self.logit_lambda < 0.5):
-            raise self.parameter_error("logit_lambda", "a float in (0, 0.5)")
-        if not isinstance(self.standardize, (bool, np.bool_)):
-            raise self.parameter_error("standardize", "True or False")
-        if not (is_real(self.lr) and self.lr > 0):
-            raise self.parameter_error("lr", "a positive float")
-        if self.dtype not in DTYPES:
-            raise self.parameter_error("dtype", "'float32' or 'float64'")
+        check_params(self, PARAMETER_CONSTRAINTS)
         return resolve_device(self.device), DTYPES[self.dtype]
 
     def _resolved_input_map(self, X):

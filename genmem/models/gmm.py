@@ -32,7 +32,7 @@ import torch
 
 from ..device import DTYPES, resolve_device
 from ..errors import GenmemError
-from ..validation import check_data, is_int, is_real
+from ..validation import check_data, check_params, integer, options, real
 from ._kmeans import kmeans_labels
 from .base import DensityModel, as_seed
 
@@ -47,21 +47,18 @@ class ConvergenceWarning(UserWarning):
     """EM reached ``max_iter`` before its lower bound changed by less than ``tol``."""
 
 
-def _among(choices):
-    return lambda value: isinstance(value, str) and value in choices
-
-
-# Parameter name -> (what is allowed, check). ``device`` is checked by resolve_device.
-_PARAMETER_CONSTRAINTS = {
-    "n_components": ("an int in the range [1, inf)", lambda v: is_int(v) and v >= 1),
-    "covariance_type": ("a str among {'full', 'diag'}", _among(COVARIANCE_TYPES)),
-    "tol": ("a float in the range [0, inf)", lambda v: is_real(v) and v >= 0),
-    "reg_covar": ("a float in the range [0, inf)", lambda v: is_real(v) and v >= 0),
-    "max_iter": ("an int in the range [1, inf)", lambda v: is_int(v) and v >= 1),
-    "n_init": ("an int in the range [1, inf)", lambda v: is_int(v) and v >= 1),
-    "init": ("a str among {'kmeans++', 'random'}", _among(INITS)),
-    "dtype": ("a str among {'float64', 'float32'}", _among(DTYPES)),
-    "chunk_size": ("an int in the range [1, inf)", lambda v: is_int(v) and v >= 1),
+#: Allowed parameter values (``device`` is checked by resolve_device).
+PARAMETER_CONSTRAINTS = {
+    "n_components": integer(1),
+    "covariance_type": options(*COVARIANCE_TYPES),
+    "tol": real(0, closed="left"),
+    "reg_covar": real(0, closed="left"),
+    "max_iter": integer(1),
+    "n_init": integer(1),
+    "init": options(*INITS),
+    "dtype": options(*DTYPES),
+    "chunk_size": integer(1),
+    "batch_units": options(True, False, "auto"),
 }
 
 
@@ -308,12 +305,7 @@ class GMM(DensityModel):
     # -- helpers ----------------------------------------------------------------------------
     def _settings(self):
         """Validate the parameters; return the torch device and dtype."""
-        for name, (allowed, valid) in _PARAMETER_CONSTRAINTS.items():
-            value = getattr(self, name)
-            if not valid(value):
-                raise GenmemError(
-                    f"The {name!r} parameter of {type(self).__name__} must be {allowed}. Got {value!r} instead."
-                )
+        check_params(self, PARAMETER_CONSTRAINTS)
         return resolve_device(self.device), DTYPES[self.dtype]
 
     def _check_rows(self, n_rows, what):
@@ -463,8 +455,6 @@ class GMM(DensityModel):
             Once, naming the units whose kept initialisation stopped at ``max_iter``.
         """
         device, dtype = self._settings()
-        if self.batch_units not in (True, False, "auto"):
-            raise GenmemError(f"The 'batch_units' parameter of GMM must be True, False or 'auto'. Got {self.batch_units!r} instead.")
         if not (self.batch_units is True or (self.batch_units == "auto" and device.type == "cuda")):
             return super().fit_units(X, train_masks, seeds, progress=progress)
         X = check_data(X, distinct=True)

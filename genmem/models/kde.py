@@ -13,13 +13,16 @@ import torch
 
 from ..device import resolve_device, torch_dtype
 from ..errors import GenmemError
-from ..validation import check_data, has_spread
+from ..validation import any_of, check_data, check_params, has_spread, integer, options, real
 from .base import DensityModel
 
 BANDWIDTH_RULES = ("scott", "silverman", "cv")
 
 #: Bandwidths tried by ``bandwidth="cv"``, as multiples of Scott's rule.
 CV_GRID = tuple(2.0 ** np.linspace(-4, 2, 25))
+
+#: Allowed parameter values (``device`` and ``dtype`` are checked where they are resolved).
+PARAMETER_CONSTRAINTS = {"bandwidth": any_of(real(0), options(*BANDWIDTH_RULES)), "chunk_size": integer(1)}
 
 
 def rule_of_thumb_bandwidth(X, rule="scott"):
@@ -125,20 +128,7 @@ class KDE(DensityModel):
 
     # -- parameters -------------------------------------------------------
     def _validate(self):
-        bw = self.bandwidth
-        if isinstance(bw, str):
-            if bw not in BANDWIDTH_RULES:
-                raise GenmemError(
-                    f"The 'bandwidth' parameter of KDE must be a float in (0, inf) or one of "
-                    f"{', '.join(BANDWIDTH_RULES)}; got {bw!r}"
-                )
-        elif not (isinstance(bw, (int, float, np.floating)) and math.isfinite(bw) and bw > 0):
-            raise GenmemError(
-                f"The 'bandwidth' parameter of KDE must be a float in (0, inf) or one of "
-                f"{', '.join(BANDWIDTH_RULES)}; got {bw!r}"
-            )
-        if not (isinstance(self.chunk_size, (int, np.integer)) and self.chunk_size > 0):
-            raise GenmemError(f"The 'chunk_size' parameter of KDE must be a positive int; got {self.chunk_size!r}")
+        check_params(self, PARAMETER_CONSTRAINTS)
         return resolve_device(self.device), torch_dtype(self.dtype)
 
     def _bandwidth_for(self, X):

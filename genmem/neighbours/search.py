@@ -16,6 +16,7 @@ import torch
 
 from ..device import DTYPES, resolve_device
 from ..errors import GenmemError
+from ..validation import check_int
 
 METRICS = ("cosine", "euclidean")
 BACKENDS = ("torch", "faiss")
@@ -60,8 +61,8 @@ class ExactSearch:
         self.metric = check_choice(metric, METRICS, "metric")
         self.backend = check_choice(backend, BACKENDS, "backend")
         self.dtype = DTYPES[check_choice(str(dtype), tuple(DTYPES), "dtype")]
-        if chunk_size is not None and int(chunk_size) < 1:
-            raise GenmemError(f"chunk_size must be a positive integer; got {chunk_size}")
+        if chunk_size is not None:
+            check_int(chunk_size, "chunk_size")
         self.chunk_size = chunk_size
         self.device = resolve_device(device)
         self.points64 = torch.as_tensor(np.asarray(points, dtype=np.float64), device=self.device)

@@ -28,7 +28,8 @@ import torch
 from ...device import DTYPES, matmul_precision, resolve_device
 from ...errors import GenmemError
 from ...philox import key_words
-from ...validation import check_data, is_int, is_real
+from ...validation import (any_of, boolean, check_data, check_int, check_param, check_params, int_tuple, integer,
+                           none_or, options, real)
 from ..base import DensityModel, as_seed, check_finite_loss, torch_generator
 from .checkpoints import checkpoint_state, read_checkpoint, save_checkpoint
 from .evaluate import evaluate, importance_eps
@@ -45,6 +46,16 @@ EVAL_BINARIZE_THRESHOLD = 0.5
 
 #: Share of a unit's rows whose importance sampling collapsed (ESS < 2) above which the VAE warns.
 COLLAPSED_ESS_SHARE = 0.01
+
+#: Allowed parameter values; ``checkpoints`` and ``eval_every`` are checked against ``epochs`` in ``_validate``.
+PARAMETER_CONSTRAINTS = {
+    "latent_dim": integer(1), "epochs": integer(1), "batch_size": integer(1), "num_samples": integer(1),
+    "eval_chunk": integer(1), "hidden": int_tuple(example="(512, 256)"), "arch": options(*ARCHS),
+    "likelihood": options("auto", *LIKELIHOODS), "decoder_scale": any_of(options("learned"), real(0)),
+    "logit_lambda": real(0, 0.5), "binarize": options(None, "dynamic"), "lr": real(0), "dtype": options(*DTYPES),
+    "tf32": boolean(), "cuda_graph": boolean(), "compile": boolean(),
+    "image_shape": none_or(int_tuple(lengths=(2, 3))),
+}
 
 #: Settings of published experiments. ``"model"`` holds :class:`VAE` keyword
 #: arguments, ``"dataset"``/``"prepare"`` the data (:func:`genmem.data.load_dataset`,
@@ -185,41 +196,12 @@ class VAE(DensityModel):
 
     # -- parameters -------------------------------------------------------
     def _validate(self):
-        for name in ("latent_dim", "epochs", "batch_size", "num_samples", "eval_chunk"):
-            value = getattr(self, name)
-            if not is_int(value) or value < 1:
-                raise self.parameter_error(name, "a positive int")
-        if not is_int(self.checkpoints) or not 0 <= self.checkpoints <= self.epochs:
-            raise self.parameter_error("checkpoints", f"an int in [0, epochs={self.epochs}]")
-        if self.eval_every is not None and (not is_int(self.eval_every) or not 1 <= self.eval_every <= self.epochs):
-            raise self.parameter_error("eval_every", f"None or an int in [1, epochs={self.epochs}]")
-        hidden = self.hidden
-        if not isinstance(hidden, (tuple, list)) or not all(is_int(h) and h > 0 for h in hidden):
-            raise self.parameter_error("hidden", "a tuple of positive ints, e.g. (512, 256)")
-        if self.arch not in ARCHS:
-            raise self.parameter_error("arch", f"one of {', '.join(ARCHS)}")
-        if self.likelihood not in ("auto",) + LIKELIHOODS:
-            raise self.parameter_error("likelihood", f"one of auto, {', '.join(LIKELIHOODS)}")
-        scale = self.decoder_scale
-        if scale != "learned" and not (is_real(scale) and math.isfinite(scale) and scale > 0):
-            raise self.parameter_error("decoder_scale", "'learned' or a positive float")
-        if not (is_real(self.logit_lambda) and 0 < self.logit_lambda < 0.5):
-            raise self.parameter_error("logit_lambda", "a float in (0, 0.5)")
-        if self.binarize not in (None, "dynamic"):
-            raise self.parameter_error("binarize", "None or 'dynamic'")
+        check_params(self, PARAMETER_CONSTRAINTS)
+        check_param(self.checkpoints, integer(0, self.epochs), "checkpoints", type(self).__name__)
+        check_param(self.eval_every, none_or(integer(1, self.epochs)), "eval_every", type(self).__name__)
         if self.binarize == "dynamic" and self.likelihood not in ("auto", "bernoulli"):
             raise self.parameter_error("likelihood", "'bernoulli' (or 'auto') with binarize='dynamic'")
-        if not (is_real(self.lr) and math.isfinite(self.lr) and self.lr > 0):
-            raise self.parameter_error("lr", "a positive float")
-        if self.dtype not in DTYPES:
-            raise self.parameter_error("dtype", "'float32' or 'float64'")
-        for name in ("tf32", "cuda_graph", "compile"):
-            if not isinstance(getattr(self, name), (bool, np.bool_)):
-                raise self.parameter_error(name, "True or False")
-        shape = self.image_shape
-        if shape is not None and (not isinstance(shape, (tuple, list)) or len(shape) not in (2, 3)
-                                  or not all(is_int(s) and s > 0 for s in shape)):
-            raise self.parameter_error("image_shape", "None or (H, W) or (H, W, C) of positive ints")
+        hidden, shape = self.hidden, self.image_shape
         if self.arch == "conv":
             if shape is None or not hidden:
                 raise GenmemError("arch='conv' needs image_shape=(H, W[, C]) and at least one entry in hidden")
@@ -484,8 +466,7 @@ class VAE(DensityModel):
         """
         X, likelihood, device, dtype = self._setup(X)
         count = self.checkpoints if checkpoints is None else checkpoints
-        if not is_int(count) or not 0 <= count <= self.epochs:
-            raise GenmemError(f"checkpoints must be an int in [0, epochs={self.epochs}]; got {count!r}")
+        check_int(count, "checkpoints", 0, self.epochs)
         seed = as_seed(rng)
         if seed is None:
             seed = as_seed(np.random.default_rng())
@@ -514,9 +495,7 @@ class VAE(DensityModel):
         self._check_fitted()
         X = check_data(X, n_features=self.n_features_in_, model=type(self).__name__)
         device, dtype = resolve_device(self.device), DTYPES[self.dtype]
-        n_samples = int(self.num_samples if num_samples is None else num_samples)
-        if n_samples < 1:
-            raise GenmemError(f"num_samples must be a positive int; got {num_samples!r}")
+        n_samples = int(self.num_samples) if num_samples is None else check_int(num_samples, "num_samples")
         units = Units.from_states(self._new_net(self.n_features_in_, self.likelihood_), [self.net_.state_dict()],
                                   self._likelihood(self.likelihood_), dtype, device)
         with _oom_guard(device, 1, self.eval_chunk), matmul_precision(device, self.tf32):
@@ -561,8 +540,7 @@ class VAE(DensityModel):
     def sample(self, n, *, rng=None):
         """Draw ``n`` rows [n, D] (float64) from the fitted model: z ~ N(0, I), x ~ p(x | z)."""
         self._check_fitted()
-        if not is_int(n) or n < 1:
-            raise GenmemError(f"n must be a positive int; got {n!r}")
+        check_int(n, "n")
         device, dtype = resolve_device(self.device), DTYPES[self.dtype]
         gen = torch_generator(as_seed(rng), device)
         z = torch.randn(int(n), int(self.latent_dim), generator=gen, dtype=dtype, device=device)
