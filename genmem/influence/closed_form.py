@@ -33,7 +33,7 @@ from ..errors import GenmemError
 from ..models.gmm import log_joint, log_normaliser
 from ..models.kde import KDE, SquaredDistances, kde_loo_memorization
 from ..validation import check_data, check_int
-from .tracin import gather_influence
+from .gather import gather_influence
 
 LOG_2PI = math.log(2.0 * math.pi)
 

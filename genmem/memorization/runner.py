@@ -22,6 +22,7 @@ from ..data.labels import encode_labels
 from ..device import resolve_device
 from ..errors import GenmemError
 from ..models import MODELS, DensityModel
+from ..models.base import RUNTIME_PARAMS
 from ..distributed import parse_shard, rank_device, shard_path, share, torchrun_world
 from ..outputs import output_lock
 from ..results import KFoldResult, write_result
@@ -34,12 +35,6 @@ from .progress import all_units, check_outputs, finish, partial_path, pending_un
 from .torchrun import run_ranks
 
 log = logging.getLogger(__name__)
-
-#: Model parameters that change how, not what, is computed; a run that differs
-#: only in these resumes the same file.
-RUNTIME_PARAMS = ("device", "chunk_size", "eval_chunk", "units_per_batch", "batch_units", "tf32", "cuda_graph",
-                  "compile")
-
 
 def _fingerprint(config):
     """Hash of everything that determines the numbers of a run."""

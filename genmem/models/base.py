@@ -20,6 +20,7 @@ override it and must give the same numbers as the one-by-one path.
 """
 import abc
 import inspect
+from typing import NamedTuple
 
 import numpy as np
 import sklearn.base
@@ -28,6 +29,33 @@ import torch
 
 from ..errors import GenmemError
 from ..validation import check_data, invalid
+
+#: Model parameters that change how, not what, is computed: a K-fold run that
+#: differs only in these is the same run (it resumes the same file), and a
+#: checkpoint written under other values belongs to the same model.
+RUNTIME_PARAMS = ("device", "chunk_size", "eval_chunk", "units_per_batch", "batch_units", "tf32", "cuda_graph",
+                  "compile")
+
+
+class Checkpoint(NamedTuple):
+    """One saved state of a model trained by gradient steps: parameters and the learning rate that followed.
+
+    What :class:`genmem.influence.TracIn` takes (a plain ``(params, lr[, label])``
+    tuple works as well).
+
+    Attributes
+    ----------
+    params : dict of str to Tensor
+        The differentiable parameters (e.g. ``dict(module.named_parameters())``), not buffers.
+    lr : float
+        η_c, positive.
+    label : str
+        A name for messages and result files (e.g. ``"epoch 10"``).
+    """
+
+    params: dict
+    lr: float
+    label: str = ""
 
 
 def torch_generator(seed, device="cpu"):

@@ -30,7 +30,7 @@ from ...errors import GenmemError
 from ...philox import key_words
 from ...validation import (any_of, boolean, check_data, check_int, check_param, check_params, int_tuple, integer,
                            none_or, options, real)
-from ..base import DensityModel, as_seed, check_finite_loss, torch_generator
+from ..base import Checkpoint, DensityModel, as_seed, check_finite_loss, torch_generator
 from .checkpoints import checkpoint_state, read_checkpoint, save_checkpoint
 from .evaluate import evaluate, importance_eps
 from .nets import ARCHS, LIKELIHOODS, Likelihood, VAEGuide, VAEModel, VAENet
@@ -154,9 +154,10 @@ class VAE(DensityModel):
         The resolved likelihood.
     train_loss_ : ndarray [epochs]
         Mean negative ELBO per training example in each epoch (after :meth:`fit`).
-    checkpoints_ : list of (state_dict, lr, label)
-        The checkpoints :meth:`fit` kept (its ``checkpoints`` argument or
-        parameter), for TracIn; empty when none were asked for.
+    checkpoints_ : list of Checkpoint
+        The ``(params, lr, label)`` checkpoints :meth:`fit` kept (its
+        ``checkpoints`` argument or parameter), for TracIn; empty when none
+        were asked for.
 
     Notes
     -----
@@ -474,7 +475,7 @@ class VAE(DensityModel):
 
         def on_epoch(epoch, units, trainer):
             if epoch in keep:
-                kept.append((units.unit_states()[0], float(self.lr), f"epoch {epoch}"))
+                kept.append(Checkpoint(units.unit_states()[0], float(self.lr), f"epoch {epoch}"))
 
         with _oom_guard(device, 1, self.eval_chunk), matmul_precision(device, self.tf32):
             units, train_loss = self._train(X, np.ones((1, X.shape[0]), dtype=bool), [seed], ["the model"],
