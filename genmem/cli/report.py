@@ -8,7 +8,7 @@ import numpy as np
 
 from ..errors import GenmemError
 from ..memorization.checks import warn_implausible_scores
-from ..models import VAE
+from ..models.vae.evaluate import warn_collapsed
 from ..outputs import atomic_path, claim, output_lock
 from ..neighbours import compare_with_scores
 from ..results import read_result
@@ -80,8 +80,8 @@ def _write_page(page, result, summary, file, count):
         if "ess" in result.extras:
             repeats, folds = result.done.shape
             labels = [f"unit (repeat {r}, fold {k})" for r in range(repeats) for k in range(folds)]
-            VAE._warn_ess(result.extras["ess"].reshape(-1, result.n_examples),
-                          result.config["model"]["params"].get("num_samples", "?"), labels)
+            warn_collapsed(result.extras["ess"].reshape(-1, result.n_examples),
+                           result.config["model"]["params"].get("num_samples", "?"), labels)
     notes = [str(w.message) for w in caught]
     for note in notes:
         warnings.warn(note, stacklevel=2)

@@ -108,6 +108,25 @@ def unit_label(unit_keys, u):
     return f"unit (repeat {int(r)}, fold {int(k)})"
 
 
+def check_units(X, train_masks, seeds):
+    """The arguments of :meth:`DensityModel.fit_units` checked against the data ``X`` [N, D].
+
+    Returns
+    -------
+    masks : bool ndarray [U, N]
+        ``train_masks``, which must be a boolean array with U >= 1 rows of N entries.
+    seeds : list of int, length U
+    """
+    masks = np.asarray(train_masks)
+    if masks.dtype != bool or masks.ndim != 2 or masks.shape[1] != len(X) or not len(masks):
+        raise GenmemError(f"train_masks must be a boolean array [units, {len(X)}]; "
+                          f"got dtype {masks.dtype} and shape {masks.shape}")
+    seeds = [int(s) for s in seeds]
+    if len(seeds) != len(masks):
+        raise GenmemError(f"got {len(seeds)} seeds for {len(masks)} units; pass one seed per unit")
+    return masks, seeds
+
+
 def check_finite_loss(loss, labels, epoch, lr, what="loss"):
     """Raise :class:`GenmemError` naming the first unit whose epoch loss (float array [U]) is not finite.
 

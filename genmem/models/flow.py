@@ -46,7 +46,7 @@ from ..device import DTYPES, resolve_device
 from ..errors import GenmemError
 from ..seeds import stream_seed
 from ..validation import boolean, check_data, check_params, int_tuple, integer, options, real
-from .base import DensityModel, as_seed, check_finite_loss, torch_generator
+from .base import DensityModel, as_seed, check_finite_loss, check_units, torch_generator
 from .stacked_adam import StackedAdam
 
 log = logging.getLogger(__name__)
@@ -351,12 +351,7 @@ class Flow(DensityModel):
             negative log-likelihood per training row in each epoch.
         """
         X, input_map, device, dtype = self._setup(X)
-        masks = np.asarray(train_masks, dtype=bool)
-        if masks.ndim != 2 or masks.shape[1] != X.shape[0]:
-            raise GenmemError(f"train_masks must be a bool array [U, N={X.shape[0]}]; got shape {masks.shape}")
-        seeds = [int(s) for s in seeds]
-        if len(seeds) != len(masks):
-            raise GenmemError(f"need one seed per unit: {len(masks)} masks but {len(seeds)} seeds")
+        masks, seeds = check_units(X, train_masks, seeds)
         keys = unit_keys or [(0, u) for u in range(len(masks))]
         labels = [f"unit (repeat {int(r)}, fold {int(k)})" for r, k in keys]
         units, train_loss = self._train(X, masks, seeds, labels, input_map, device, dtype)

@@ -34,7 +34,7 @@ from ..device import DTYPES, resolve_device
 from ..errors import GenmemError
 from ..validation import check_data, check_params, integer, options, real
 from ._kmeans import kmeans_labels
-from .base import DensityModel, as_seed
+from .base import DensityModel, as_seed, check_units
 
 logger = logging.getLogger(__name__)
 
@@ -458,15 +458,7 @@ class GMM(DensityModel):
         if not (self.batch_units is True or (self.batch_units == "auto" and device.type == "cuda")):
             return super().fit_units(X, train_masks, seeds, progress=progress)
         X = check_data(X, distinct=True)
-        masks = np.asarray(train_masks)
-        if masks.dtype != bool or masks.ndim != 2 or masks.shape[1] != X.shape[0] or not len(masks):
-            raise GenmemError(
-                f"train_masks must be a boolean array [units, {X.shape[0]}]; "
-                f"got dtype {masks.dtype} and shape {masks.shape}"
-            )
-        seeds = [int(s) for s in seeds]
-        if len(seeds) != len(masks):
-            raise GenmemError(f"got {len(seeds)} seeds for {len(masks)} units; pass one seed per unit")
+        masks, seeds = check_units(X, train_masks, seeds)
         for u, mask in enumerate(masks):
             self._check_rows(int(mask.sum()), f"unit {u}")
         n_units, n_init = len(masks), int(self.n_init)

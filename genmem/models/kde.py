@@ -14,7 +14,7 @@ import torch
 from ..device import resolve_device, torch_dtype
 from ..errors import GenmemError
 from ..validation import any_of, check_data, check_params, has_spread, integer, options, real
-from .base import DensityModel
+from .base import DensityModel, check_units
 
 BANDWIDTH_RULES = ("scott", "silverman", "cv")
 
@@ -223,7 +223,7 @@ class KDE(DensityModel):
         """
         device, dtype = self._validate()
         X = check_data(X, min_rows=2)
-        masks = np.asarray(train_masks, dtype=bool)
+        masks, _ = check_units(X, train_masks, seeds)
         n_units, n = masks.shape
         sizes = masks.sum(1)
         if (sizes < 1).any():

@@ -12,7 +12,8 @@ from torch.func import functional_call
 
 from ...device import resolve_device
 from .checkpoints import checkpoint_states, read_checkpoint
-from .estimator import EVAL_BINARIZE_THRESHOLD, VAE
+from .data import EVAL_BINARIZE_THRESHOLD
+from .estimator import VAE
 from .units import latent_log_ratio
 
 
