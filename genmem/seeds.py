@@ -31,6 +31,11 @@ def stream_seed(seed, *keys):
     return int(stream(seed, *keys).generate_state(1, dtype=np.uint64)[0] >> np.uint64(1))
 
 
+def sklearn_seed(seed):
+    """The 32-bit ``random_state`` that scikit-learn estimators take, from an int ``seed`` of any size."""
+    return int(np.random.SeedSequence(int(seed)).generate_state(1, dtype=np.uint32)[0])
+
+
 def stream_rng(seed, *keys):
     """A :class:`numpy.random.Generator` on stream ``keys`` under root ``seed``."""
     return np.random.default_rng(stream(seed, *keys))

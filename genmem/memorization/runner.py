@@ -194,7 +194,8 @@ def kfold(model, X, *, folds=10, repeats=1, seed=0, estimator=DEFAULT_ESTIMATOR,
     config = {
         "model": {"name": model.name, "class": qualified_name(type(model)),
                   "params": {key: jsonable(value, f"parameter {key!r} of {type(model).__name__}")
-                             for key, value in model.get_params(deep=False).items()}},
+                             for key, value in model.get_params(deep=False).items()},
+                  **({"revision": int(model.revision)} if model.revision else {})},
         "folds": folds, "repeats": repeats, "seed": seed, "estimator": estimator,
         "units_per_batch": units_per_batch, "data": jsonable(data_info or {}),
         "data_sha256": data_sha256(X),

@@ -165,6 +165,11 @@ class DensityModel(sklearn.base.DensityMixin, sklearn.base.BaseEstimator, abc.AB
 
     name = None
 
+    #: Raised when the same parameters and seeds give other numbers than before (e.g. a new
+    #: initialisation); a K-fold run records it (when not 0), so a run of an older revision has
+    #: another identity and is never resumed with units of the new one.
+    revision = 0
+
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
         if cls.name is None:

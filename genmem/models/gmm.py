@@ -29,11 +29,13 @@ from typing import NamedTuple
 
 import numpy as np
 import torch
+from sklearn.cluster import KMeans
+from threadpoolctl import threadpool_limits
 
 from ..device import DTYPES, resolve_device
 from ..errors import GenmemError
+from ..seeds import sklearn_seed
 from ..validation import check_data, check_params, integer, options, real
-from ._kmeans import kmeans_labels
 from .base import DensityModel, as_seed, check_units
 
 logger = logging.getLogger(__name__)
@@ -60,6 +62,22 @@ PARAMETER_CONSTRAINTS = {
     "chunk_size": integer(1),
     "batch_units": options(True, False, "auto"),
 }
+
+
+def kmeans_labels(X, n_clusters, random_state):
+    """Cluster labels [N] (int64 tensor on ``X``'s device) of scikit-learn's ``KMeans(n_init=1)`` on the rows of ``X``.
+
+    What scikit-learn's ``GaussianMixture(init_params="kmeans")`` starts
+    from: k-means++ seeding and Lloyd iterations, drawing from
+    ``random_state`` (a ``numpy.random.RandomState``, shared by successive
+    initialisations as ``GaussianMixture`` shares its own). KMeans runs on
+    one OpenMP thread: it adds its threads' partial sums in the order they
+    finish, so more threads could change the last bits of the centres, and
+    with them (rarely) a label, from one run to the next.
+    """
+    with threadpool_limits(limits=1, user_api="openmp"):
+        labels = KMeans(n_clusters=n_clusters, n_init=1, random_state=random_state).fit(X.cpu().numpy()).labels_
+    return torch.as_tensor(labels, dtype=torch.int64, device=X.device)
 
 
 # -- EM building blocks on a leading model dimension B -------------------------------------
@@ -252,11 +270,15 @@ class GMM(DensityModel):
     n_init : int, default=1
         Number of initialisations; the one with the highest final lower bound is kept.
     init : {"kmeans++", "random"}, default="kmeans++"
-        ``"kmeans++"``: k-means++ seeding followed by Lloyd iterations until the
-        labels stop changing (at most 300); the hard labels give the initial
-        responsibilities, as scikit-learn's ``init_params="kmeans"`` does (which
-        runs its own ``KMeans``). ``"random"``: uniform random responsibilities,
-        normalised per example.
+        ``"kmeans++"``: scikit-learn's ``KMeans(n_init=1)`` (k-means++
+        seeding, Lloyd iterations); its hard labels give the initial
+        responsibilities, exactly as scikit-learn's
+        ``GaussianMixture(init_params="kmeans")`` starts: ``fit(X, rng=seed)``
+        starts where ``GaussianMixture(random_state=sklearn_seed(seed))``
+        does (:func:`genmem.seeds.sklearn_seed`; what
+        :class:`~genmem.models.SklearnDensity` passes), with ``n_init`` > 1
+        too. ``"random"``: uniform random responsibilities, normalised per
+        example.
     device : str or torch.device, default="cpu"
         Where EM runs: "cpu", "cuda", "cuda:1" or "auto".
     dtype : {"float64", "float32"}, default="float64"
@@ -287,6 +309,8 @@ class GMM(DensityModel):
     """
 
     name = "gmm"
+    #: 1: the k-means start is scikit-learn's ``KMeans`` (0: genmem 0.1's own k-means).
+    revision = 1
 
     def __init__(self, n_components=10, *, covariance_type="full", tol=1e-3, reg_covar=1e-6, max_iter=100,
                  n_init=1, init="kmeans++", device="cpu", dtype="float64", chunk_size=65536, batch_units="auto"):
@@ -321,15 +345,17 @@ class GMM(DensityModel):
 
     def _initial_params(self, X, seed):
         """The ``n_init`` initial (weights, means, covariances), stacked, for training rows ``X``."""
-        rng = np.random.default_rng(seed)
         n_rows, n_features = X.shape
         n_components = int(self.n_components)
         resp = []
-        for _ in range(self.n_init):
-            if self.init == "kmeans++":
-                labels = kmeans_labels(X, n_components, rng)
+        if self.init == "kmeans++":
+            random_state = np.random.RandomState(None if seed is None else sklearn_seed(seed))
+            for _ in range(self.n_init):
+                labels = kmeans_labels(X, n_components, random_state)
                 resp.append(torch.nn.functional.one_hot(labels, n_components).T.to(X.dtype))
-            else:
+        else:
+            rng = np.random.default_rng(seed)
+            for _ in range(self.n_init):
                 draw = torch.as_tensor(rng.uniform(size=(n_rows, n_components)), dtype=X.dtype, device=X.device)
                 resp.append((draw / draw.sum(1, keepdim=True)).T)
         resp = torch.stack(resp)

@@ -3,6 +3,7 @@ import numpy as np
 import sklearn.base
 
 from ..errors import GenmemError
+from ..seeds import sklearn_seed
 from ..validation import check_data
 from .base import DensityModel, as_seed
 
@@ -79,7 +80,7 @@ class SklearnDensity(DensityModel):
         est = sklearn.base.clone(self._checked_estimator())
         seed = as_seed(rng)
         if seed is not None:
-            state = int(np.random.SeedSequence(seed).generate_state(1, dtype=np.uint32)[0])
+            state = sklearn_seed(seed)
             est.set_params(**{key: state for key in random_state_params(est)})
         est.fit(X)
         self.estimator_ = est
