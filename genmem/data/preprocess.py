@@ -3,7 +3,9 @@
 The steps, always in this order: pad → flatten → dequantize *or* scale →
 binarize → PCA. :func:`prepare` records every step and its parameters in a
 JSON-serialisable ``info`` dict, together with the log-Jacobian that converts
-a model's log-density in the prepared space into the units it states.
+a model's log-density in the prepared space into the space it states
+(``info["units"]``: the key keeps its name in results files; in genmem's prose
+a *unit* is a K-fold model).
 """
 import math
 from dataclasses import dataclass
@@ -103,7 +105,8 @@ def prepare(dataset, *, labels=None, scale=True, pca=None, binarize=None, dequan
         ``scale_offset``, ``scale_divisor``, ``dequantize``, ``binarize``,
         ``binarize_threshold``, ``pca``, ``pca_explained_variance_ratio``
         (sum over the kept components), ``n_features``, ``seed``,
-        ``log_jacobian``, ``units`` and, where the data name their classes,
+        ``log_jacobian``, ``units`` (in words, the space and measure of the
+        log-density) and, where the data name their classes,
         ``label_names``.
 
     Notes
@@ -117,7 +120,7 @@ def prepare(dataset, *, labels=None, scale=True, pca=None, binarize=None, dequan
       treated as continuous (not a probability of the discrete values);
     * dequantization ``y = (x + u) / L``: ``log p_y - D log L`` is the density
       of the dequantized values ``x + u`` on ``[0, L)^D``; because every
-      discrete ``x`` owns the unit cube ``x + [0, 1)^D`` there, its expectation
+      discrete ``x`` owns the cube ``x + [0, 1)^D`` there, its expectation
       over ``u`` is also a lower bound on the discrete log-probability
       ``log P(x)`` (Theis, van den Oord & Bethge 2016);
     * binarization: the model gives a log-probability of binary pixels
@@ -127,7 +130,7 @@ def prepare(dataset, *, labels=None, scale=True, pca=None, binarize=None, dequan
       is not invertible: a density on the components puts all mass on a
       ``pca``-dimensional subspace of pixel space.
 
-    Padded pixels count in D: the units then refer to the padded image.
+    Padded pixels count in D: the log-density is then one of the padded image.
     """
     if not isinstance(dataset, Dataset):
         if hasattr(dataset, "detach"):  # a torch tensor
@@ -159,7 +162,7 @@ def prepare(dataset, *, labels=None, scale=True, pca=None, binarize=None, dequan
     d = X.shape[1]
     _check_pca(pca, n, d)
 
-    offset, divisor = _unit_range(X, dataset.levels)
+    offset, divisor = _range_to_01(X, dataset.levels)
     images = ((X - offset) / (divisor or 1.0)).astype(np.float32).reshape(n, *shape)
     where = (f"{'x'.join(map(str, shape))} {'padded ' if pad_to is not None else ''}image" if len(shape) > 1
              else f"rows of {shape[0]} features")
@@ -250,7 +253,7 @@ def bits_per_dim(log_p, n_dims):
     return bits if bits.ndim else float(bits)
 
 
-def _unit_range(X, levels):
+def _range_to_01(X, levels):
     """(offset, divisor) mapping X onto [0, 1]: (0, levels - 1) for discrete data, else
     (min, max - min); the divisor is 0 for continuous data that are constant up to rounding."""
     if levels is not None:

@@ -223,6 +223,17 @@ class MemorizationRejection:
     pass runs through every candidate batch drawn in the step (rejected rows
     get zero gradient), so a step costs up to ``max_tries`` generator
     passes when most samples are rejected.
+
+    Examples
+    --------
+    >>> import numpy as np, torch
+    >>> from genmem.gan import MemorizationRejection
+    >>> from genmem.neighbours import NeighbourBank
+    >>> bank = NeighbourBank("pixels", np.eye(4), device="cpu")
+    >>> mr = MemorizationRejection(bank, tau=0.1, mode="mask")
+    >>> fake = torch.tensor([[1.0, 0.0, 0.0, 0.0], [0.5, 0.5, 0.5, 0.2]])  # a copy of training image 0, and another
+    >>> mr(fake)
+    tensor([[0.5000, 0.5000, 0.5000, 0.2000]])
     """
 
     def __init__(self, bank, tau="auto", *, mode="resample", max_tries=DEFAULT_MAX_TRIES,

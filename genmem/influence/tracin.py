@@ -123,6 +123,22 @@ class TracIn:
     d > 128) are regenerated from their seeded blocks of
     :data:`~genmem.influence.projection.PROJECTION_BLOCK` rows for each chunk of examples, which bounds
     memory at the cost of time.
+
+    Examples
+    --------
+    The loss ``ℓ(w; x) = (w·x)²`` of a linear model at one checkpoint
+    ``w = (1, 1)``, η = 0.1: ``∇ℓ = 2 (w·x) x``, so the self-influence of
+    ``x`` is ``0.1 · 4 (w·x)² |x|²``.
+
+    >>> import torch
+    >>> from torch import nn
+    >>> from genmem.influence import TracIn, module_loss
+    >>> net = nn.Linear(2, 1, bias=False)
+    >>> _ = nn.init.ones_(net.weight)
+    >>> loss = module_loss(net, lambda out, x: out.sum() ** 2)
+    >>> tracin = TracIn(loss, [(dict(net.named_parameters()), 0.1)], train=torch.tensor([[1.0, 0.0], [0.0, 2.0]]))
+    >>> tracin.self_influence().round(6)
+    array([0.4, 6.4])
     """
 
     def __init__(self, loss, checkpoints, train=None, *, noise_shape=None, projection_dim=None,

@@ -49,7 +49,7 @@ from ..validation import boolean, check_data, check_params, int_tuple, integer, 
 from .base import DensityModel, as_seed, check_finite_loss, check_units, torch_generator
 from .stacked_adam import StackedAdam
 
-log = logging.getLogger(__name__)
+logger = logging.getLogger(__name__)
 
 INPUT_MAPS = ("auto", "logit", "identity")
 #: Bound A of the log-scale of a coupling layer: a = A·tanh(â/A).
@@ -167,6 +167,15 @@ class Flow(DensityModel):
     Binary data have no density (a continuous model puts unbounded density
     on the points 0 and 1): dequantize them first (``prepare(...,
     dequantize=True)``) or use the VAE's Bernoulli likelihood.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from genmem.models import Flow
+    >>> X = np.random.default_rng(0).normal(size=(200, 2))
+    >>> flow = Flow(layers=2, hidden=(8,), epochs=2).fit(X, rng=0)
+    >>> flow.log_prob(X[:3]).shape, flow.input_map_
+    ((3,), 'identity')
     """
 
     name = "flow"
@@ -311,7 +320,7 @@ class Flow(DensityModel):
                 epoch_loss += nll.detach().double()
             train_loss[:, epoch] = (epoch_loss / n_t).cpu().numpy()
             check_finite_loss(train_loss[:, epoch], labels, epoch + 1, self.lr, "log-likelihood")
-            log.debug("epoch %d: mean NLL per example %s", epoch + 1, np.round(train_loss[:, epoch], 3))
+            logger.debug("epoch %d: mean NLL per example %s", epoch + 1, np.round(train_loss[:, epoch], 3))
         for leaf in leaves:
             leaf.requires_grad_(False)
         return units, train_loss

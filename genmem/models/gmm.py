@@ -306,6 +306,16 @@ class GMM(DensityModel):
     lower_bound_ : float
         Mean per-example log-likelihood of the training data at the last iteration.
     n_features_in_ : int
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from genmem.models import GMM
+    >>> rng = np.random.default_rng(0)
+    >>> X = np.concatenate([rng.normal(-5.0, 1.0, (100, 1)), rng.normal(5.0, 1.0, (100, 1))])
+    >>> gmm = GMM(2).fit(X, rng=0)
+    >>> np.sort(gmm.means_.ravel()).round(1), gmm.weights_.round(2)
+    (array([-4.9,  4.9]), array([0.5, 0.5]))
     """
 
     name = "gmm"

@@ -83,6 +83,15 @@ class KDE(DensityModel):
     n_train_, n_features_in_ : int
     distances_ : SquaredDistances
         The training points on the device, for chunked distance computations.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from genmem.models import KDE
+    >>> X = np.array([[0.0], [1.0], [3.0]])
+    >>> kde = KDE(bandwidth=1.0).fit(X)
+    >>> kde.log_prob([[0.0], [10.0]]).round(3)
+    array([ -1.537, -26.518])
     """
 
     name = "kde"

@@ -41,9 +41,15 @@ class SklearnDensity(DensityModel):
 
     Examples
     --------
-    >>> from sklearn.mixture import BayesianGaussianMixture
-    >>> model = SklearnDensity(BayesianGaussianMixture(n_components=10))
-    >>> result = genmem.kfold(model, X, folds=10)  # doctest: +SKIP
+    scikit-learn's exact ``KernelDensity`` gives genmem's :class:`~genmem.models.KDE` numbers:
+
+    >>> import numpy as np
+    >>> from sklearn.neighbors import KernelDensity
+    >>> from genmem.models import KDE, SklearnDensity
+    >>> X = np.random.default_rng(0).normal(size=(50, 2))
+    >>> model = SklearnDensity(KernelDensity(bandwidth=0.5)).fit(X)
+    >>> bool(np.allclose(model.log_prob(X), KDE(0.5).fit(X).log_prob(X)))
+    True
     """
 
     def __init__(self, estimator=None):

@@ -100,6 +100,15 @@ class NeighbourBank:
         on the same scale.
     description : dict
         Feature map, metric, normalisation and dimensions (JSON-serialisable).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from genmem.neighbours import NeighbourBank
+    >>> bank = NeighbourBank("pixels", np.eye(3), metric="euclidean", device="cpu")
+    >>> distances, indices = bank.query(np.array([[0.9, 0.1, 0.0]]), k=2)
+    >>> distances.round(4), indices
+    (array([[0.1414, 1.2728]]), array([[0, 1]]))
     """
 
     def __init__(self, features_or_embedder="pixels", train_X=None, *, metric="cosine", device="auto",

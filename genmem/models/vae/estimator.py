@@ -118,6 +118,15 @@ class VAE(DensityModel):
     ``z_s = loc(x) + scale(x)·ε_s``; the S draws ``ε_s`` come from the unit's
     evaluation stream and are shared by all examples, so an example's score
     does not depend on which other rows are scored with it or on chunking.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from genmem.models import VAE
+    >>> X = (np.random.default_rng(0).random((64, 16)) > 0.5).astype(float)
+    >>> vae = VAE(latent_dim=2, hidden=(16,), epochs=2, num_samples=8).fit(X, rng=0)
+    >>> vae.likelihood_, vae.log_prob(X).shape
+    ('bernoulli', (64,))
     """
 
     name = "vae"

@@ -38,7 +38,7 @@ from ...philox import bits, normal, uniform
 from ..base import check_finite_loss
 from ..stacked_adam import StackedAdam
 
-log = logging.getLogger(__name__)
+logger = logging.getLogger(__name__)
 
 #: Counter tags (word 3) of the training draws; the weights' initialisation
 #: is stream 3 (:data:`genmem.models.vae.units.INIT_STREAM`), importance
@@ -137,8 +137,8 @@ class Trainer:
         self.draw = torch.compile(self._draw, fullgraph=True, dynamic=False) if compile else self._draw
         self.use_graph = bool(graph) and device.type == "cuda"
         self._graphs, self._static = {}, None
-        log.debug("trainer: %d units, %d steps per epoch in blocks of %d, fused Adam %s, CUDA graph %s, compiled %s",
-                  self.n_units, self.steps, self.block, self.adam.fused, self.use_graph, compile)
+        logger.debug("trainer: %d units, %d steps per epoch in blocks of %d, fused Adam %s, CUDA graph %s, compiled %s",
+                     self.n_units, self.steps, self.block, self.adam.fused, self.use_graph, compile)
 
     @property
     def step_counts(self):
@@ -193,7 +193,7 @@ class Trainer:
         for epoch in range(1, epochs + 1):
             loss[:, epoch - 1] = self.run_epoch(epoch).cpu().numpy() / self.rows_per_unit  # the epoch's one read
             check_finite_loss(loss[:, epoch - 1], labels, epoch, self.lr, "ELBO loss")
-            log.debug("epoch %d: mean loss per example %s", epoch, np.round(loss[:, epoch - 1], 3))
+            logger.debug("epoch %d: mean loss per example %s", epoch, np.round(loss[:, epoch - 1], 3))
             if on_epoch is not None:
                 on_epoch(epoch, self.units, self)
         return loss
@@ -254,5 +254,5 @@ class Trainer:
         except RuntimeError as err:
             raise GenmemError(f"capturing the VAE training step as a CUDA graph failed ({err}); "
                               "run with --no-cuda-graph (VAE(cuda_graph=False))") from err
-        log.debug("captured a CUDA graph of %d steps", self.block)
+        logger.debug("captured a CUDA graph of %d steps", self.block)
         return graph, loss
