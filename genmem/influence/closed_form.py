@@ -31,7 +31,7 @@ import torch
 from ..device import resolve_device, torch_dtype
 from ..distances import SquaredDistances
 from ..errors import GenmemError
-from ..models.gmm import log_joint, log_normaliser
+from ..models.em import log_joint, log_normaliser
 from ..models.kde import KDE, kde_loo_memorization
 from ..validation import check_data, check_int
 from .gather import gather_influence
