@@ -14,7 +14,7 @@ import numpy as np
 
 from ..errors import GenmemError
 from ..seeds import DEQUANTIZE, stream_rng
-from ..validation import check_allocation, check_int, has_spread
+from ..validation import check_allocation, check_int, check_param, has_spread, options
 from .loaders import Dataset, _array_dataset
 
 BINARIZE_MODES = ("fixed", "dynamic")
@@ -132,27 +132,8 @@ def prepare(dataset, *, labels=None, scale=True, pca=None, binarize=None, dequan
 
     Padded pixels count in D: the log-density is then one of the padded image.
     """
-    if not isinstance(dataset, Dataset):
-        if hasattr(dataset, "detach"):  # a torch tensor
-            dataset = dataset.detach().cpu().numpy()
-        if not isinstance(dataset, (np.ndarray, list, tuple)):
-            raise GenmemError(f"prepare needs a Dataset from genmem.data.load_dataset or an array [N, ...]; "
-                              f"got {type(dataset).__name__}")
-        dataset = _array_dataset("array", "train", dataset, labels, "array")
-    elif labels is not None:
-        raise GenmemError("labels= is for arrays: a Dataset carries its own labels (dataset.labels)")
-    if binarize is not None and binarize not in BINARIZE_MODES:
-        raise GenmemError(f"binarize must be None, 'fixed' or 'dynamic'; got {binarize!r}")
-    if binarize is not None and dequantize:
-        raise GenmemError("binarize and dequantize exclude each other: binary data need no dequantization; pick one")
-    if binarize is not None and not scale:
-        raise GenmemError("binarize thresholds values scaled to [0, 1]; use scale=True")
-    if binarize == "dynamic" and pca is not None:
-        raise GenmemError("binarize='dynamic' needs pixel values in [0, 1] for Bernoulli draws; drop pca")
-    if dequantize and dataset.levels is None:
-        raise GenmemError(f"dequantize needs discrete data; dataset {dataset.name!r} is continuous (levels=None)")
-    check_int(seed, "seed", 0)
-
+    dataset = _as_dataset(dataset, labels)
+    _check_steps(dataset, scale, pca, binarize, dequantize, seed)
     x, pad_shape, pad_offset = dataset.x, None, None
     if pad_to is not None:
         x, pad_shape, pad_offset = _pad(x, dataset.image_shape, pad_to)
@@ -166,38 +147,15 @@ def prepare(dataset, *, labels=None, scale=True, pca=None, binarize=None, dequan
     images = ((X - offset) / (divisor or 1.0)).astype(np.float32).reshape(n, *shape)
     where = (f"{'x'.join(map(str, shape))} {'padded ' if pad_to is not None else ''}image" if len(shape) > 1
              else f"rows of {shape[0]} features")
-    if dequantize:
-        offset, divisor = 0.0, float(dataset.levels) if scale else 1.0
-        X += stream_rng(seed, DEQUANTIZE).random(X.shape)
-        units = (
-            f"log-density of the dequantized values x+u on [0, {dataset.levels})^{d} ({where}); "
-            "its mean over u is a lower bound on the discrete log-probability log P(x)"
-        )
-    else:
-        if not scale:
-            offset, divisor = 0.0, 1.0
-        elif divisor == 0.0:
-            raise GenmemError(f"dataset {dataset.name!r} is constant (up to rounding); it cannot be scaled to [0, 1] (use scale=False)")
-        kind = "continuous values" if dataset.levels is None else f"intensities 0..{dataset.levels - 1}"
-        units = f"log-density over the dataset's own scale ({kind}, {where}, D={d})"
+    offset, divisor, units = _dequantize_or_scale(X, dataset, scale, dequantize, seed, offset, divisor, where)
     X -= offset
     X /= divisor
     log_jacobian = -d * math.log(divisor)
-
-    if binarize == "fixed":
-        X = (X > BINARIZE_THRESHOLD).astype(np.float64)
     if binarize is not None:
-        log_jacobian = 0.0
-        draw = "thresholded at 0.5" if binarize == "fixed" else "drawn as Bernoulli(X) by the model"
-        units = f"log-probability of binary pixels in {{0,1}}^{d} ({draw}; {where})"
-
+        X, log_jacobian, units = _binarize(X, binarize, where)
     fitted, explained = None, None
     if pca is not None:
-        from sklearn.decomposition import PCA
-
-        fitted = PCA(n_components=int(pca), whiten=False, random_state=int(seed)).fit(X)
-        X = fitted.transform(X)
-        explained = float(fitted.explained_variance_ratio_.sum())
+        X, fitted, explained = _project(X, pca, seed)
         log_jacobian = 0.0
         units = (
             f"log-density in the {int(pca)}-dimensional PCA space of the {d} prepared values "
@@ -229,6 +187,68 @@ def prepare(dataset, *, labels=None, scale=True, pca=None, binarize=None, dequan
     if dataset.label_names is not None:
         info["label_names"] = list(dataset.label_names)
     return Prepared(X, dataset.labels, dataset.index, images, info, fitted, dataset.label_names)
+
+
+def _as_dataset(dataset, labels):
+    """``dataset`` as a :class:`Dataset` (an array or tensor with ``labels`` becomes one)."""
+    if not isinstance(dataset, Dataset):
+        if hasattr(dataset, "detach"):  # a torch tensor
+            dataset = dataset.detach().cpu().numpy()
+        if not isinstance(dataset, (np.ndarray, list, tuple)):
+            raise GenmemError(f"prepare needs a Dataset from genmem.data.load_dataset or an array [N, ...]; "
+                              f"got {type(dataset).__name__}")
+        return _array_dataset("array", "train", dataset, labels, "array")
+    if labels is not None:
+        raise GenmemError("labels= is for arrays: a Dataset carries its own labels (dataset.labels)")
+    return dataset
+
+
+def _check_steps(dataset, scale, pca, binarize, dequantize, seed):
+    """Raise :class:`GenmemError` for steps of :func:`prepare` that do not go together or do not fit the data."""
+    check_param(binarize, options(None, *BINARIZE_MODES), "binarize")
+    if binarize is not None and dequantize:
+        raise GenmemError("binarize and dequantize exclude each other: binary data need no dequantization; pick one")
+    if binarize is not None and not scale:
+        raise GenmemError("binarize thresholds values scaled to [0, 1]; use scale=True")
+    if binarize == "dynamic" and pca is not None:
+        raise GenmemError("binarize='dynamic' needs pixel values in [0, 1] for Bernoulli draws; drop pca")
+    if dequantize and dataset.levels is None:
+        raise GenmemError(f"dequantize needs discrete data; dataset {dataset.name!r} is continuous (levels=None)")
+    check_int(seed, "seed", 0)
+
+
+def _dequantize_or_scale(X, dataset, scale, dequantize, seed, offset, divisor, where):
+    """Step 3: add the dequantization noise to ``X`` in place, or keep (``scale``) the [0, 1] map ``offset``,
+    ``divisor`` of the raw values; returns the map to apply and what the log-density is then over."""
+    d = X.shape[1]
+    if dequantize:
+        X += stream_rng(seed, DEQUANTIZE).random(X.shape)
+        return 0.0, float(dataset.levels) if scale else 1.0, (
+            f"log-density of the dequantized values x+u on [0, {dataset.levels})^{d} ({where}); "
+            "its mean over u is a lower bound on the discrete log-probability log P(x)"
+        )
+    if not scale:
+        offset, divisor = 0.0, 1.0
+    elif divisor == 0.0:
+        raise GenmemError(f"dataset {dataset.name!r} is constant (up to rounding); it cannot be scaled to [0, 1] (use scale=False)")
+    kind = "continuous values" if dataset.levels is None else f"intensities 0..{dataset.levels - 1}"
+    return offset, divisor, f"log-density over the dataset's own scale ({kind}, {where}, D={d})"
+
+
+def _binarize(X, binarize, where):
+    """Step 4: ``(X, log-Jacobian, what the log-probability is over)`` after ``binarize`` ("fixed" or "dynamic")."""
+    if binarize == "fixed":
+        X = (X > BINARIZE_THRESHOLD).astype(np.float64)
+    draw = "thresholded at 0.5" if binarize == "fixed" else "drawn as Bernoulli(X) by the model"
+    return X, 0.0, f"log-probability of binary pixels in {{0,1}}^{X.shape[1]} ({draw}; {where})"
+
+
+def _project(X, pca, seed):
+    """Step 5: ``(X on its first pca principal components, the fitted PCA, the variance share they keep)``."""
+    from sklearn.decomposition import PCA  # imported here: loading genmem.data stays fast
+
+    fitted = PCA(n_components=int(pca), whiten=False, random_state=int(seed)).fit(X)
+    return fitted.transform(X), fitted, float(fitted.explained_variance_ratio_.sum())
 
 
 def bits_per_dim(log_p, n_dims):
