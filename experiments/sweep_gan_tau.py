@@ -20,7 +20,7 @@ import torch
 
 from genmem.plots import plot_tau_sweep
 from genmem.gan import load_gan_data, sweep_tau
-from genmem.gan.train import parse_tau_list
+from genmem.cli.gan import parse_tau_list  # the command line's parser of τ lists
 from genmem.results import provenance
 from genmem.neighbours import NeighbourBank
 

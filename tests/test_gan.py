@@ -13,7 +13,7 @@ from genmem import GenmemError
 from genmem.cli import main
 from genmem.gan import (MemorizationRejection, evaluate_gan, frechet_distance, load_gan_data, make_gan, read_gan,
                         train_gan)
-from genmem.gan.train import discriminator_loss, generator_loss
+from genmem.gan.train import discriminator_loss, generator_loss, to_image_range, to_unit
 from genmem.neighbours import NeighbourBank
 
 E = np.eye(4)
@@ -461,3 +461,18 @@ def test_cli_cheap_input_errors_come_before_any_training(tmp_path, monkeypatch, 
     last = res.output.strip().splitlines()[-1]
     assert last.startswith("Error: ") and words in last, res.output
     assert sorted(f.name for f in tmp_path.iterdir()) == ["weights.pth"]
+
+
+def test_old_name_of_the_image_range_map_still_works_and_warns():
+    x = torch.tensor([-1.0, 0.0, 1.0])
+    with pytest.warns(DeprecationWarning, match="to_image_range"):
+        assert torch.equal(to_unit(x), to_image_range(x))
+
+
+def test_read_gan_refuses_other_files(tmp_path, rng):
+    NeighbourBank("pixels", rng.random((10, 4))).save(tmp_path / "bank.h5")
+    with pytest.raises(GenmemError, match=r"bank\.h5 is an HDF5 file but not a genmem GAN file"):
+        read_gan(tmp_path / "bank.h5")
+    (tmp_path / "text.h5").write_text("no")
+    with pytest.raises(GenmemError, match=r"text\.h5 is not a genmem GAN file; give a file written by 'genmem gan'"):
+        read_gan(tmp_path / "text.h5")

@@ -13,7 +13,7 @@ import torch
 
 import genmem
 from genmem.gan import MemorizationRejection
-from genmem.influence.tracin import vae_tracin
+from genmem.influence import vae_tracin
 from genmem.models import GMM, KDE, VAE
 from genmem.models.stacked_adam import StackedAdam
 from genmem.neighbours import NeighbourBank, data_copying_test

@@ -11,7 +11,8 @@ from test_cli import assert_one_line_error, run  # the CLI test helpers
 from torch import nn
 
 import genmem
-import genmem.influence.tracin as tracin_module
+import genmem.influence.kfold_tracin as kfold_tracin_module
+import genmem.influence.projection as projection_module
 from genmem.errors import GenmemError
 from genmem.influence import (KFoldTracIn, TopInfluence, TracIn, load_vae_checkpoint, module_loss, vae_negative_elbo,
                               vae_tracin)
@@ -148,12 +149,12 @@ def test_projection_blocks_cache_and_train_features(mlp_setup, monkeypatch):
     first = cached.influence(Z, train=X)
     assert cached._cache is not None
     np.testing.assert_array_equal(cached.influence(Z, train=X), first)  # the stored training features
-    monkeypatch.setattr(tracin_module, "PROJECTION_BLOCK", 7)
-    monkeypatch.setattr(tracin_module, "PROJECTION_CACHE_LIMIT", 0)
+    monkeypatch.setattr(projection_module, "PROJECTION_BLOCK", 7)
+    monkeypatch.setattr(projection_module, "PROJECTION_CACHE_LIMIT", 0)
     blocked = make()
     assert blocked._project.cache is None and len(blocked._project.blocks) > 4
     small_blocks = blocked.influence(Z, train=X)
-    monkeypatch.setattr(tracin_module, "PROJECTION_CACHE_LIMIT", 1 << 30)
+    monkeypatch.setattr(projection_module, "PROJECTION_CACHE_LIMIT", 1 << 30)
     np.testing.assert_allclose(make().influence(Z, train=X), small_blocks, rtol=1e-12, atol=1e-12)
     assert not np.allclose(small_blocks, first)  # other blocks, other matrix
     other_seed = TracIn(module_loss(net, mse), checkpoints, projection_dim=16, seed=6).influence(Z, train=X)
@@ -333,7 +334,7 @@ def test_cli_vae_self_influence_averages_units(vae_run, tmp_path, monkeypatch):
     assert json.loads(attrs["lrs"]) == [2e-3, 2e-3] and attrs["units"] == 3
     # the library object reads each unit's file once, however many computations follow
     reads = []
-    monkeypatch.setattr(tracin_module, "verified_bytes", lambda *a, _read=tracin_module.verified_bytes: reads.append(a[1]) or _read(*a))
+    monkeypatch.setattr(kfold_tracin_module, "verified_bytes", lambda *a, _read=kfold_tracin_module.verified_bytes: reads.append(a[1]) or _read(*a))
     inf = KFoldTracIn(res, out, seed=3)
     np.testing.assert_allclose(inf.self_influence(), total / count, rtol=1e-5)
     matrix = inf.influence(X[[2]])

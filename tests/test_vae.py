@@ -19,6 +19,7 @@ import genmem
 from genmem.influence import influence_for, vae_tracin
 from genmem.errors import GenmemError
 from genmem.models.vae import PRESETS, VAE
+from genmem.models.vae.evaluate import warn_collapsed
 from genmem.models.vae.nets import Likelihood, VAENet
 from genmem.models.vae.train import epoch_order
 from genmem.models.vae.units import Units
@@ -512,11 +513,11 @@ def test_collapsed_importance_sampling_in_a_few_rows_of_one_unit_warns_although_
     ess = np.full((3, 200), 150.0)
     ess[1, :10] = 1.0  # 5% of unit 1's rows
     with pytest.warns(UserWarning, match=r"for 10 of 200 rows, in 1 of 3 unit\(s\) \(worst: unit \(0, 1\), 5%"):
-        VAE._warn_ess(ess, 256, ["unit (0, 0)", "unit (0, 1)", "unit (0, 2)"])
+        warn_collapsed(ess, 256, ["unit (0, 0)", "unit (0, 1)", "unit (0, 2)"])
     ess[1, 2:10] = 150.0  # 1%: tolerated
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        VAE._warn_ess(ess, 256, ["a", "b", "c"])
+        warn_collapsed(ess, 256, ["a", "b", "c"])
 
 
 def test_degenerate_importance_sampling_warns(digits):

@@ -3,7 +3,8 @@ import click
 
 from ..errors import GenmemError
 from ..outputs import atomic_path, claim, output_lock
-from ..results import read_result, write_csv, write_parquet
+from ..results import write_csv, write_parquet
+from .runs import finished_run
 
 
 @click.command()
@@ -16,9 +17,7 @@ def export(file, csv_path, parquet_path, force):
     """Write one row per example of a results FILE: index, label, M, its standard error, in/out log p, every view."""
     if not (csv_path or parquet_path):
         raise GenmemError("nothing to do: pass --csv OUT and/or --parquet OUT")
-    result = read_result(file)
-    if not result.complete:
-        raise GenmemError(f"{file} holds an unfinished run; finish it with the same 'genmem kfold' command first")
+    result = finished_run(file)
     outputs = [(path, option, write) for path, option, write in ((csv_path, "--csv", write_csv),
                                                                 (parquet_path, "--parquet", write_parquet)) if path]
     for path, option, _ in outputs:  # a CSV or Parquet table carries no identity: an existing file needs --force

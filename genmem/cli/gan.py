@@ -13,7 +13,8 @@ from ..errors import GenmemError
 from ..gan import evaluate_gan, load_gan_data, sweep_tau, train_gan, write_gan
 from ..gan.nets import ARCHS
 from ..gan.rejection import DEFAULT_MAX_TRIES, MODES
-from ..gan.train import LOSSES, check_sample_memory, parse_tau_list
+from ..gan.metrics import check_sample_memory
+from ..gan.train import LOSSES
 from ..neighbours import NeighbourBank
 from ..neighbours.copying import DEFAULT_MIN_GENERATED
 from ..outputs import check_folder, claim, output_lock, write_json, write_png
@@ -32,6 +33,15 @@ def _seeds(ctx, param, value):
     if not seeds or min(seeds) < 0:
         raise click.BadParameter(f"expected comma-separated integer seeds >= 0 such as 0,1,2; got {value!r}")
     return seeds
+
+
+def parse_tau_list(spec):
+    """``"0,0.5x,1x,auto,0.12"`` → a list of τ specs (strings; validated against a bank by resolve_tau)."""
+    items = [item.strip() for item in str(spec).split(",") if item.strip()]
+    if not items:
+        raise GenmemError(f"give the thresholds to sweep as a comma-separated list such as 0,0.5x,1x,1.5x; "
+                          f"got {spec!r}")
+    return items
 
 
 def _tau(value):

@@ -16,10 +16,11 @@ from ..influence import KFoldTracIn, gather_influence, influence_for
 from ..models import KDE, MODELS
 from ..models.base import accepts_rng
 from ..outputs import check_folder, output_lock
-from ..results import add_views, read_result
+from ..results import add_views
 from ..results.provenance import import_qualified, rebuild
 from ..results.verify import check_stored_data
 from ..validation import check_data
+from .runs import finished_run
 
 #: Largest influence matrix [N, n_test] stored in a results file.
 MAX_STORED = 1 << 27
@@ -210,9 +211,7 @@ def _self_influence(inf, world, device):
 def _influence(file, self_, test_index, test_data, top_k, device, seed, draws, unbiased, cosine, projection_dim,
                chunk_size, as_json, world):
     root = world is None or world.root
-    result = read_result(file)
-    if not result.complete:
-        raise GenmemError(f"{file} holds an unfinished run; finish it with the same 'genmem kfold' command first")
+    result = finished_run(file)
     check_stored_data(result, file)
     testing = bool(test_index or test_data)
     if testing:  # checked before any computation

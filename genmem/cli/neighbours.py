@@ -12,8 +12,9 @@ from ..errors import GenmemError
 from ..neighbours import NeighbourBank, compare_with_scores, data_copying_test, make_embedder
 from ..neighbours.search import METRICS
 from ..outputs import check_folder, claim, output_lock
-from ..results import add_views, read_result
+from ..results import add_views
 from ..results.verify import check_stored_data
+from .runs import finished_run
 
 EMBED_HELP = "Feature map: pixels, pca:D, npy:PATH (features of the run's examples, in row order) " \
              "or imagenet:ARCH:WEIGHTS (a local torchvision weights file)."
@@ -44,9 +45,7 @@ def neighbours(file, embed, metric, device, seed, save_bank, force, as_json):
 
 
 def _neighbours(file, embed, metric, device, seed, save_bank, force, as_json):
-    result = read_result(file)
-    if not result.complete:
-        raise GenmemError(f"{file} holds an unfinished run; finish it with the same 'genmem kfold' command first")
+    result = finished_run(file)
     check_stored_data(result, file)
     identity = f"neighbour-bank:{result.config['fingerprint']}"
     if save_bank:

@@ -6,12 +6,12 @@ from pathlib import Path
 import click
 import numpy as np
 
-from ..errors import GenmemError
 from ..memorization.checks import warn_implausible_scores
-from ..models import VAE
+from ..models.vae.evaluate import warn_collapsed
 from ..outputs import atomic_path, claim, output_lock
 from ..neighbours import compare_with_scores
-from ..results import read_result
+from ..validation import check_int
+from .runs import finished_run
 from .top import claim_plot, write_plot
 
 
@@ -29,11 +29,8 @@ from .top import claim_plot, write_plot
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
 def report(file, count, plot, page, force, as_json):
     """Summarise a results FILE: the run, score summaries, rank agreement between scores."""
-    if count < 1:
-        raise GenmemError(f"-n must be at least 1; got {count}")
-    result = read_result(file)
-    if not result.complete:
-        raise GenmemError(f"{file} holds an unfinished run; finish it with the same 'genmem kfold' command first")
+    check_int(count, "-n")
+    result = finished_run(file)
     if plot:
         claim_plot(plot, result, file, force)
     if page:
@@ -80,8 +77,8 @@ def _write_page(page, result, summary, file, count):
         if "ess" in result.extras:
             repeats, folds = result.done.shape
             labels = [f"unit (repeat {r}, fold {k})" for r in range(repeats) for k in range(folds)]
-            VAE._warn_ess(result.extras["ess"].reshape(-1, result.n_examples),
-                          result.config["model"]["params"].get("num_samples", "?"), labels)
+            warn_collapsed(result.extras["ess"].reshape(-1, result.n_examples),
+                           result.config["model"]["params"].get("num_samples", "?"), labels)
     notes = [str(w.message) for w in caught]
     for note in notes:
         warnings.warn(note, stacklevel=2)

@@ -3,10 +3,10 @@ import json
 
 import click
 
-from ..errors import GenmemError
 from ..outputs import claim, output_lock, write_png
-from ..results import read_result
 from ..results.tables import top_rows
+from ..validation import check_int
+from .runs import finished_run
 
 
 @click.command()
@@ -22,11 +22,8 @@ from ..results.tables import top_rows
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 def top(file, count, by, plot, force, as_json):
     """List the top-memorized examples of a results FILE (highest score first)."""
-    if count < 1:
-        raise GenmemError(f"-n must be at least 1; got {count}")
-    result = read_result(file)
-    if not result.complete:
-        raise GenmemError(f"{file} holds an unfinished run; finish it with the same 'genmem kfold' command first")
+    check_int(count, "-n")
+    result = finished_run(file)
     if plot:
         claim_plot(plot, result, file, force)
     rows = top_rows(result, count, by)

@@ -2,7 +2,7 @@
 
 :func:`load_dataset` reads a split of a dataset in its own dtype and range;
 :func:`prepare` turns it into the float matrix a density model sees and records
-every step, including the log-Jacobian back to the data's own units.
+every step, including the log-Jacobian back to the data's own scale.
 """
 from .labels import encode_labels
 from .loaders import DATASET_NAMES, Dataset, load_dataset, read_idx

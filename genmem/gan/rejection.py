@@ -40,6 +40,7 @@ import torch
 from ..errors import GenmemError
 from ..neighbours.bank import NeighbourBank
 from ..neighbours.embedders import PCAEmbedder, PixelEmbedder, PrecomputedFeatures, flatten
+from ..validation import check_int, check_param, options
 
 logger = logging.getLogger(__name__)
 
@@ -222,6 +223,17 @@ class MemorizationRejection:
     pass runs through every candidate batch drawn in the step (rejected rows
     get zero gradient), so a step costs up to ``max_tries`` generator
     passes when most samples are rejected.
+
+    Examples
+    --------
+    >>> import numpy as np, torch
+    >>> from genmem.gan import MemorizationRejection
+    >>> from genmem.neighbours import NeighbourBank
+    >>> bank = NeighbourBank("pixels", np.eye(4), device="cpu")
+    >>> mr = MemorizationRejection(bank, tau=0.1, mode="mask")
+    >>> fake = torch.tensor([[1.0, 0.0, 0.0, 0.0], [0.5, 0.5, 0.5, 0.2]])  # a copy of training image 0, and another
+    >>> mr(fake)
+    tensor([[0.5000, 0.5000, 0.5000, 0.2000]])
     """
 
     def __init__(self, bank, tau="auto", *, mode="resample", max_tries=DEFAULT_MAX_TRIES,
@@ -235,10 +247,8 @@ class MemorizationRejection:
         if bank.embedder is None:
             raise GenmemError("the bank's feature map could not be rebuilt from its file, so generated samples cannot "
                               "be embedded; pass embedder= to NeighbourBank.load")
-        if mode not in MODES:
-            raise GenmemError(f"unknown mode {mode!r}; use one of {', '.join(MODES)}")
-        if isinstance(max_tries, bool) or not isinstance(max_tries, (int, np.integer)) or max_tries < 1:
-            raise GenmemError(f"max_tries must be a positive integer; got {max_tries!r}")
+        check_param(mode, options(*MODES), "mode", "MemorizationRejection")
+        check_int(max_tries, "max_tries", owner="MemorizationRejection")
         if preprocess is not None and not callable(preprocess):
             raise GenmemError(f"preprocess must be a callable mapping a batch to the bank's input space; got "
                               f"{type(preprocess).__name__}")

@@ -29,11 +29,12 @@ import numpy as np
 import torch
 
 from ..device import resolve_device, torch_dtype
+from ..distances import SquaredDistances
 from ..errors import GenmemError
-from ..models.gmm import log_joint, log_normaliser
-from ..models.kde import KDE, SquaredDistances, kde_loo_memorization
-from ..validation import check_data
-from .tracin import _positive_int, gather_influence
+from ..models.em import log_joint, log_normaliser
+from ..models.kde import KDE, kde_loo_memorization
+from ..validation import check_data, check_int
+from .gather import gather_influence
 
 LOG_2PI = math.log(2.0 * math.pi)
 
@@ -168,10 +169,10 @@ class KNNInfluence(_ClosedForm):
         if not isinstance(n_neighbors, (int, np.integer)) and isinstance(X, (int, np.integer)):
             _deprecated("KNNInfluence(X, n_neighbors)", "KNNInfluence(n_neighbors, X)")  # 0.1's order
             n_neighbors, X = X, n_neighbors
-        self.n_neighbors = _positive_int(n_neighbors, "The 'n_neighbors' parameter of KNNInfluence")
+        self.n_neighbors = check_int(n_neighbors, "n_neighbors", owner="KNNInfluence")
         self.X = check_data(X, min_rows=self.n_neighbors + 1)
         self._kernel = SquaredDistances(self.X, resolve_device(device), torch_dtype(dtype),
-                               _positive_int(chunk_size, "The 'chunk_size' parameter of KNNInfluence"))
+                               check_int(chunk_size, "chunk_size", owner="KNNInfluence"))
 
     def _radii(self, d2, rows):
         """Squared k-th and (k+1)-th neighbour radii [c, 1] of query rows with squared distances ``d2``."""
@@ -269,7 +270,7 @@ class GMMInfluence(_ClosedForm):
                 f"got {type(gmm).__name__} with covariance_type {ctype!r}"
             )
         self.covariance_type = ctype
-        self.chunk_size = _positive_int(chunk_size, "The 'chunk_size' parameter of GMMInfluence")
+        self.chunk_size = check_int(chunk_size, "chunk_size", owner="GMMInfluence")
         self.device, self.dtype = resolve_device(device), torch_dtype(dtype)
         self.weights, self.means, self.prec = (
             torch.as_tensor(np.asarray(a, dtype=np.float64), dtype=self.dtype, device=self.device)

@@ -3,9 +3,10 @@ from sklearn.mixture import GaussianMixture
 
 from ..errors import GenmemError
 from ..models import GMM, KDE, VAE, DensityModel, SklearnDensity
+from ..models.vae import vae_negative_elbo
 from ..models.base import accepts_rng
 from .closed_form import GMMInfluence, KDEInfluence
-from .tracin import TracIn, vae_negative_elbo
+from .tracin import TracIn
 
 
 def influence_for(model, X, *, rng=0, device=None):

@@ -23,7 +23,7 @@ from .artifacts import artifact_folder, claim_folder, publish
 from .checks import warn_implausible_scores
 from .estimators import memorization_scores
 
-log = logging.getLogger(__name__)
+logger = logging.getLogger(__name__)
 
 
 def partial_path(out):
@@ -59,7 +59,7 @@ def _previous(out, partial, fingerprint, force, restart):
             previous = read_result(path)
         except GenmemError as exc:
             if force:
-                log.warning("discarding %s: %s", path, exc)
+                logger.warning("discarding %s: %s", path, exc)
                 continue
             raise GenmemError(f"cannot reuse {path}: {exc}; or pass --force to discard it") from None
         if previous.config.get("fingerprint") != fingerprint:
@@ -135,11 +135,11 @@ def resume(out, result, force, restart, given_labels):
                              or previous.label_names != result.label_names):
             previous.labels, previous.label_names = result.labels, result.label_names
             write_result(out, previous)
-            log.info("%s already holds this run, complete; its labels were replaced by the ones given", out)
+            logger.info("%s already holds this run, complete; its labels were replaced by the ones given", out)
         else:
-            log.info("%s already holds this run, complete; nothing to do", out)
+            logger.info("%s already holds this run, complete; nothing to do", out)
         return previous
-    log.info("resuming %s: %d of %d units already done", out, result.done.sum(), result.done.size)
+    logger.info("resuming %s: %d of %d units already done", out, result.done.sum(), result.done.size)
     return None
 
 

@@ -22,24 +22,19 @@ from ..data.labels import encode_labels
 from ..device import resolve_device
 from ..errors import GenmemError
 from ..models import MODELS, DensityModel
+from ..models.base import RUNTIME_PARAMS
 from ..distributed import parse_shard, rank_device, shard_path, share, torchrun_world
 from ..outputs import output_lock
 from ..results import KFoldResult, write_result
-from ..results.provenance import data_sha256, jsonable, now, provenance, qualified_name
-from ..validation import check_allocation, check_data
+from ..results.provenance import data_sha256, jsonable, provenance, qualified_name
+from ..validation import any_of, check_allocation, check_data, check_param, integer, options
 from .artifacts import artifact_folder
 from .estimators import DEFAULT_ESTIMATOR, ESTIMATORS
 from .folds import check_fold_args, make_folds, unit_seed
 from .progress import all_units, check_outputs, finish, partial_path, pending_units, resume, run_units
 from .torchrun import run_ranks
 
-log = logging.getLogger(__name__)
-
-#: Model parameters that change how, not what, is computed; a run that differs
-#: only in these resumes the same file.
-RUNTIME_PARAMS = ("device", "chunk_size", "eval_chunk", "units_per_batch", "batch_units", "tf32", "cuda_graph",
-                  "compile")
-
+logger = logging.getLogger(__name__)
 
 def _fingerprint(config):
     """Hash of everything that determines the numbers of a run."""
@@ -156,35 +151,29 @@ def kfold(model, X, *, folds=10, repeats=1, seed=0, estimator=DEFAULT_ESTIMATOR,
     own progress to ``OUT.rank-R.partial``; rank 0 gathers the units and
     alone writes ``OUT``, bit-identical to a single process's. A rerun with
     any number of processes resumes every completed unit.
+
+    Examples
+    --------
+    One outlier among 40 Gaussian rows is the most memorized example:
+
+    >>> import numpy as np
+    >>> import genmem
+    >>> from genmem.models import KDE
+    >>> X = np.concatenate([np.random.default_rng(0).normal(size=(40, 2)), [[6.0, 6.0]]])
+    >>> result = genmem.kfold(KDE(0.5), X, folds=5, repeats=2, seed=0)
+    >>> result.loglik.shape, result.top(1).tolist()
+    ((2, 5, 41), [40])
     """
     world = torchrun_world()
-    if shard is not None:
-        shard = parse_shard(shard)
-        if world is not None:
-            raise GenmemError("--shard splits a run across separate jobs; torchrun splits it across its processes "
-                              "by itself: use one or the other")
-        if out is None:
-            raise GenmemError("a shard needs out= (--out): its units go to OUT.shard-I-of-N for 'genmem merge OUT'")
+    shard = _check_shard(shard, world, out)
     X = check_data(X, min_rows=2)
     n = X.shape[0]
     check_fold_args(n, folds, repeats, seed)
     if estimator not in ESTIMATORS:
         raise GenmemError(f"unknown estimator {estimator!r}; use one of {', '.join(ESTIMATORS)}")
-    if units_per_batch not in (None, "auto") and (not isinstance(units_per_batch, (int, np.integer))
-                                                  or isinstance(units_per_batch, bool) or units_per_batch < 1):
-        raise GenmemError(f"units_per_batch must be a positive int or 'auto'; got {units_per_batch!r}")
+    check_param(units_per_batch, any_of(options(None, "auto"), integer(1)), "units_per_batch")
     given_labels = labels is not None
-    labels, names = encode_labels(labels, n)
-    if label_names is not None:
-        if names is not None:
-            raise GenmemError("label_names names integer label codes; labels given as names need no label_names")
-        names = [str(name) for name in label_names]
-        if labels.max(initial=-1) >= len(names):
-            raise GenmemError(f"labels use code {labels.max()} but label_names has {len(names)} names")
-    index = np.arange(n, dtype=np.int64) if index is None else np.asarray(index, dtype=np.int64)
-    if index.shape != (n,):
-        raise GenmemError(f"index must have one entry per example ({n}); got shape {index.shape}")
-
+    labels, names, index = _labels_and_index(labels, label_names, index, n)
     check_allocation(8.0 * repeats * n * (folds + 1), f"the [R={repeats}, K={folds}, N={n}] log-likelihoods and fold "
                      "assignment", "lower --repeats or --folds, or use fewer examples (--limit)")
     target = None if out is None else Path(out) if shard is None else shard_path(out, *shard)
@@ -196,33 +185,12 @@ def kfold(model, X, *, folds=10, repeats=1, seed=0, estimator=DEFAULT_ESTIMATOR,
     model = model.resolve(X)
     if units_per_batch in (None, "auto"):
         units_per_batch = model.max_units_per_batch(X) or folds
-        log.info("units per batch: %d", units_per_batch)
+        logger.info("units per batch: %d", units_per_batch)
     units_per_batch = int(units_per_batch)
-    config = {
-        "model": {"name": model.name, "class": qualified_name(type(model)),
-                  "params": {key: jsonable(value, f"parameter {key!r} of {type(model).__name__}")
-                             for key, value in model.get_params(deep=False).items()}},
-        "folds": folds, "repeats": repeats, "seed": seed, "estimator": estimator,
-        "units_per_batch": units_per_batch, "data": jsonable(data_info or {}),
-        "data_sha256": data_sha256(X),
-    }
-    config["fingerprint"] = _fingerprint(config)
-    assignment = make_folds(n, folds, repeats, seed)
-    seeds = np.array([[unit_seed(seed, r, k) for k in range(folds)] for r in range(repeats)], dtype=np.uint64)
-    meta = {
-        **provenance(model.get_params(deep=False).get("device", "cpu"), argv),
-        "seeds": {"seed": seed, "folds": "SeedSequence(seed, spawn_key=(0, repeat))",
-                  "units": "SeedSequence(seed, spawn_key=(1, repeat, fold)); see /folds/unit_seed",
-                  "dequantize": "SeedSequence(seed, spawn_key=(2,)) when the data were dequantized"},
-        "processes": {"launcher": "single", "world_size": 1},
-    }
-    result = KFoldResult(
-        loglik=np.full((repeats, folds, n), np.nan), assignment=assignment,
-        done=np.zeros((repeats, folds), dtype=bool), unit_seeds=seeds, config=config, meta=meta,
-        index=index, labels=labels, label_names=names, x=X if store_data else None,
-        images=None if images is None or not store_data else np.asarray(images, dtype=np.float32),
-    )
-
+    config = _config(model, X, folds=folds, repeats=repeats, seed=seed, estimator=estimator,
+                     units_per_batch=units_per_batch, data_info=data_info)
+    result = _empty_result(model, X, config, argv, index=index, labels=labels, names=names, images=images,
+                           store_data=store_data)
     if target is not None:
         config["artifact_dir"] = artifact_folder(target).name
     if shard is not None:
@@ -246,3 +214,64 @@ def kfold(model, X, *, folds=10, repeats=1, seed=0, estimator=DEFAULT_ESTIMATOR,
             write_result(target, result)
             partial_path(target).unlink(missing_ok=True)
     return result
+
+
+def _check_shard(shard, world, out):
+    """``shard`` parsed to ``(i, n)`` (or None), refused under torchrun and without ``out``."""
+    if shard is None:
+        return None
+    if world is not None:
+        raise GenmemError("--shard splits a run across separate jobs; torchrun splits it across its processes "
+                          "by itself: use one or the other")
+    if out is None:
+        raise GenmemError("a shard needs out= (--out): its units go to OUT.shard-I-of-N for 'genmem merge OUT'")
+    return parse_shard(shard)
+
+
+def _labels_and_index(labels, label_names, index, n):
+    """``(label codes [N], label names or None, index [N])`` of the run's ``n`` examples, checked."""
+    labels, names = encode_labels(labels, n)
+    if label_names is not None:
+        if names is not None:
+            raise GenmemError("label_names names integer label codes; labels given as names need no label_names")
+        names = [str(name) for name in label_names]
+        if labels.max(initial=-1) >= len(names):
+            raise GenmemError(f"labels use code {labels.max()} but label_names has {len(names)} names")
+    index = np.arange(n, dtype=np.int64) if index is None else np.asarray(index, dtype=np.int64)
+    if index.shape != (n,):
+        raise GenmemError(f"index must have one entry per example ({n}); got shape {index.shape}")
+    return labels, names, index
+
+
+def _config(model, X, *, folds, repeats, seed, estimator, units_per_batch, data_info):
+    """The run's resolved configuration, with its fingerprint (what determines its numbers)."""
+    config = {
+        "model": {"name": model.name, "class": qualified_name(type(model)),
+                  "params": {key: jsonable(value, f"parameter {key!r} of {type(model).__name__}")
+                             for key, value in model.get_params(deep=False).items()},
+                  **({"revision": int(model.revision)} if model.revision else {})},
+        "folds": folds, "repeats": repeats, "seed": seed, "estimator": estimator,
+        "units_per_batch": units_per_batch, "data": jsonable(data_info or {}),
+        "data_sha256": data_sha256(X),
+    }
+    config["fingerprint"] = _fingerprint(config)
+    return config
+
+
+def _empty_result(model, X, config, argv, *, index, labels, names, images, store_data):
+    """The run's :class:`KFoldResult` before any unit: folds, unit seeds, provenance, no log-likelihoods yet."""
+    folds, repeats, seed = config["folds"], config["repeats"], config["seed"]
+    seeds = np.array([[unit_seed(seed, r, k) for k in range(folds)] for r in range(repeats)], dtype=np.uint64)
+    meta = {
+        **provenance(model.get_params(deep=False).get("device", "cpu"), argv),
+        "seeds": {"seed": seed, "folds": "SeedSequence(seed, spawn_key=(0, repeat))",
+                  "units": "SeedSequence(seed, spawn_key=(1, repeat, fold)); see /folds/unit_seed",
+                  "dequantize": "SeedSequence(seed, spawn_key=(2,)) when the data were dequantized"},
+        "processes": {"launcher": "single", "world_size": 1},
+    }
+    return KFoldResult(
+        loglik=np.full((repeats, folds, len(X)), np.nan), assignment=make_folds(len(X), folds, repeats, seed),
+        done=np.zeros((repeats, folds), dtype=bool), unit_seeds=seeds, config=config, meta=meta,
+        index=index, labels=labels, label_names=names, x=X if store_data else None,
+        images=None if images is None or not store_data else np.asarray(images, dtype=np.float32),
+    )

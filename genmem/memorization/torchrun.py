@@ -2,7 +2,7 @@
 
 Rank 0 owns the results file: it takes the lock on ``OUT``, takes over the
 progress of earlier sessions — ``OUT.partial`` and every ``OUT.rank-R.partial``
-left by any number of processes (units, not ranks, are the unit of progress)
+left by any number of processes (progress is counted in units, not ranks)
 — into one ``OUT.partial``, and tells every rank which units are done. Each
 rank computes its share of the pending units (:func:`genmem.distributed.share`),
 saving its own progress to ``OUT.rank-R.partial`` after every batch, and sends
@@ -21,7 +21,7 @@ from ..outputs import output_lock
 from ..results import read_result, write_result
 from .progress import (all_units, empty_like, finish, partial_path, resume, run_units, store_unit, take_units)
 
-log = logging.getLogger(__name__)
+logger = logging.getLogger(__name__)
 
 
 def _consolidate(out, result, force, restart, given_labels):
@@ -42,7 +42,7 @@ def _consolidate(out, result, force, restart, given_labels):
         except GenmemError as exc:
             if not force:
                 raise GenmemError(f"cannot reuse {path}: {exc}; or pass --force to discard it") from None
-            log.warning("discarding %s: %s", path, exc)
+            logger.warning("discarding %s: %s", path, exc)
             continue
         if previous.config.get("fingerprint") != result.config["fingerprint"]:
             if not force:
@@ -80,12 +80,12 @@ def run_ranks(model, X, result, world, units_per_batch, out, force, restart, giv
 
         pending = [unit for unit in all_units(result) if not state["done"][unit]]
         mine = share(pending, world.rank, world.size)
-        log.info("rank %d/%d on %s: %d of the %d pending units", world.rank, world.size, device, len(mine), len(pending))
+        logger.info("rank %d/%d on %s: %d of the %d pending units", world.rank, world.size, device, len(mine), len(pending))
         start = time.monotonic()
         own = empty_like(result)
         run_units(model, X, own, mine, units_per_batch, out, None if out is None else rank_partial(out, world.rank),
                   progress and world.root)
-        log.info("rank %d/%d: %d units in %.1f s", world.rank, world.size, len(mine), time.monotonic() - start)
+        logger.info("rank %d/%d: %d units in %.1f s", world.rank, world.size, len(mine), time.monotonic() - start)
         parts = group.gather({unit: (own.loglik[unit], {name: value[unit] for name, value in own.extras.items()})
                               for unit in mine})
         if not world.root:

@@ -1,4 +1,5 @@
 """Explicit-density models: Gaussian KDE, Gaussian mixture, Pyro VAE, RealNVP flow, any scikit-learn density estimator."""
+from ..errors import GenmemError
 from .base import DensityModel
 from .flow import Flow
 from .gmm import GMM
@@ -11,8 +12,6 @@ MODELS = {cls.name: cls for cls in (KDE, GMM, VAE, Flow)}
 
 def make_model(name, **params):
     """A new model from its registry name (``"kde"``, ``"gmm"``, ``"vae"``, ``"flow"``) and constructor arguments."""
-    from ..errors import GenmemError
-
     if name not in MODELS:
         raise GenmemError(f"unknown model {name!r}; choose one of {', '.join(sorted(MODELS))}")
     return MODELS[name](**params)

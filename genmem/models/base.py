@@ -20,6 +20,7 @@ override it and must give the same numbers as the one-by-one path.
 """
 import abc
 import inspect
+from typing import NamedTuple
 
 import numpy as np
 import sklearn.base
@@ -27,7 +28,34 @@ import sklearn.exceptions
 import torch
 
 from ..errors import GenmemError
-from ..validation import check_data
+from ..validation import check_data, invalid
+
+#: Model parameters that change how, not what, is computed: a K-fold run that
+#: differs only in these is the same run (it resumes the same file), and a
+#: checkpoint written under other values belongs to the same model.
+RUNTIME_PARAMS = ("device", "chunk_size", "eval_chunk", "units_per_batch", "batch_units", "tf32", "cuda_graph",
+                  "compile")
+
+
+class Checkpoint(NamedTuple):
+    """One saved state of a model trained by gradient steps: parameters and the learning rate that followed.
+
+    What :class:`genmem.influence.TracIn` takes (a plain ``(params, lr[, label])``
+    tuple works as well).
+
+    Attributes
+    ----------
+    params : dict of str to Tensor
+        The differentiable parameters (e.g. ``dict(module.named_parameters())``), not buffers.
+    lr : float
+        η_c, positive.
+    label : str
+        A name for messages and result files (e.g. ``"epoch 10"``).
+    """
+
+    params: dict
+    lr: float
+    label: str = ""
 
 
 def torch_generator(seed, device="cpu"):
@@ -80,6 +108,25 @@ def unit_label(unit_keys, u):
     return f"unit (repeat {int(r)}, fold {int(k)})"
 
 
+def check_units(X, train_masks, seeds):
+    """The arguments of :meth:`DensityModel.fit_units` checked against the data ``X`` [N, D].
+
+    Returns
+    -------
+    masks : bool ndarray [U, N]
+        ``train_masks``, which must be a boolean array with U >= 1 rows of N entries.
+    seeds : list of int, length U
+    """
+    masks = np.asarray(train_masks)
+    if masks.dtype != bool or masks.ndim != 2 or masks.shape[1] != len(X) or not len(masks):
+        raise GenmemError(f"train_masks must be a boolean array [units, {len(X)}]; "
+                          f"got dtype {masks.dtype} and shape {masks.shape}")
+    seeds = [int(s) for s in seeds]
+    if len(seeds) != len(masks):
+        raise GenmemError(f"got {len(seeds)} seeds for {len(masks)} units; pass one seed per unit")
+    return masks, seeds
+
+
 def check_finite_loss(loss, labels, epoch, lr, what="loss"):
     """Raise :class:`GenmemError` naming the first unit whose epoch loss (float array [U]) is not finite.
 
@@ -118,6 +165,11 @@ class DensityModel(sklearn.base.DensityMixin, sklearn.base.BaseEstimator, abc.AB
 
     name = None
 
+    #: Raised when the same parameters and seeds give other numbers than before (e.g. a new
+    #: initialisation); a K-fold run records it (when not 0), so a run of an older revision has
+    #: another identity and is never resumed with units of the new one.
+    revision = 0
+
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
         if cls.name is None:
@@ -141,8 +193,7 @@ class DensityModel(sklearn.base.DensityMixin, sklearn.base.BaseEstimator, abc.AB
 
     def parameter_error(self, name, allowed):
         """The error for a bad constructor argument: names the parameter, the class, what is allowed and what was given."""
-        return GenmemError(f"The {name!r} parameter of {type(self).__name__} must be {allowed}; "
-                           f"got {getattr(self, name)!r}")
+        return invalid(name, allowed, getattr(self, name), type(self).__name__)
 
     def clone(self, **overrides):
         """A new, unfitted model with the same parameters (``sklearn.base.clone``) and ``overrides``."""

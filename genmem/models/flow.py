@@ -45,11 +45,11 @@ import torch
 from ..device import DTYPES, resolve_device
 from ..errors import GenmemError
 from ..seeds import stream_seed
-from ..validation import check_data, is_int, is_real
-from .base import DensityModel, as_seed, check_finite_loss, torch_generator
+from ..validation import boolean, check_data, check_params, int_tuple, integer, options, real
+from .base import DensityModel, as_seed, check_finite_loss, check_units, torch_generator
 from .stacked_adam import StackedAdam
 
-log = logging.getLogger(__name__)
+logger = logging.getLogger(__name__)
 
 INPUT_MAPS = ("auto", "logit", "identity")
 #: Bound A of the log-scale of a coupling layer: a = A·tanh(â/A).
@@ -59,6 +59,13 @@ MIN_SCALE = 1e-6
 LOG_2PI = math.log(2.0 * math.pi)
 #: The streams of a unit's seed: initial weights, minibatch order.
 INIT_STREAM, ORDER_STREAM = 0, 1
+
+#: Allowed parameter values (``device`` is checked by resolve_device).
+PARAMETER_CONSTRAINTS = {
+    "layers": integer(1), "batch_size": integer(1), "chunk_size": integer(1), "epochs": integer(0),
+    "hidden": int_tuple(example="(64, 64)"), "input_map": options(*INPUT_MAPS),
+    "logit_lambda": real(0, 0.5), "standardize": boolean(), "lr": real(0), "dtype": options(*DTYPES),
+}
 
 
 def coupling_masks(n_features, layers):
@@ -160,6 +167,15 @@ class Flow(DensityModel):
     Binary data have no density (a continuous model puts unbounded density
     on the points 0 and 1): dequantize them first (``prepare(...,
     dequantize=True)``) or use the VAE's Bernoulli likelihood.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from genmem.models import Flow
+    >>> X = np.random.default_rng(0).normal(size=(200, 2))
+    >>> flow = Flow(layers=2, hidden=(8,), epochs=2).fit(X, rng=0)
+    >>> flow.log_prob(X[:3]).shape, flow.input_map_
+    ((3,), 'identity')
     """
 
     name = "flow"
@@ -180,23 +196,7 @@ class Flow(DensityModel):
 
     # -- parameters -------------------------------------------------------
     def _validate(self):
-        for name in ("layers", "batch_size", "chunk_size"):
-            if not is_int(getattr(self, name)) or getattr(self, name) < 1:
-                raise self.parameter_error(name, "a positive int")
-        if not is_int(self.epochs) or self.epochs < 0:
-            raise self.parameter_error("epochs", "a non-negative int")
-        if not isinstance(self.hidden, (tuple, list)) or not all(is_int(h) and h > 0 for h in self.hidden):
-            raise self.parameter_error("hidden", "a tuple of positive ints, e.g. (64, 64)")
-        if self.input_map not in INPUT_MAPS:
-            raise self.parameter_error("input_map", f"one of {', '.join(INPUT_MAPS)}")
-        if not (is_real(self.logit_lambda) and 0 < self.logit_lambda < 0.5):
-            raise self.parameter_error("logit_lambda", "a float in (0, 0.5)")
-        if not isinstance(self.standardize, (bool, np.bool_)):
-            raise self.parameter_error("standardize", "True or False")
-        if not (is_real(self.lr) and self.lr > 0):
-            raise self.parameter_error("lr", "a positive float")
-        if self.dtype not in DTYPES:
-            raise self.parameter_error("dtype", "'float32' or 'float64'")
+        check_params(self, PARAMETER_CONSTRAINTS)
         return resolve_device(self.device), DTYPES[self.dtype]
 
     def _resolved_input_map(self, X):
@@ -320,7 +320,7 @@ class Flow(DensityModel):
                 epoch_loss += nll.detach().double()
             train_loss[:, epoch] = (epoch_loss / n_t).cpu().numpy()
             check_finite_loss(train_loss[:, epoch], labels, epoch + 1, self.lr, "log-likelihood")
-            log.debug("epoch %d: mean NLL per example %s", epoch + 1, np.round(train_loss[:, epoch], 3))
+            logger.debug("epoch %d: mean NLL per example %s", epoch + 1, np.round(train_loss[:, epoch], 3))
         for leaf in leaves:
             leaf.requires_grad_(False)
         return units, train_loss
@@ -360,12 +360,7 @@ class Flow(DensityModel):
             negative log-likelihood per training row in each epoch.
         """
         X, input_map, device, dtype = self._setup(X)
-        masks = np.asarray(train_masks, dtype=bool)
-        if masks.ndim != 2 or masks.shape[1] != X.shape[0]:
-            raise GenmemError(f"train_masks must be a bool array [U, N={X.shape[0]}]; got shape {masks.shape}")
-        seeds = [int(s) for s in seeds]
-        if len(seeds) != len(masks):
-            raise GenmemError(f"need one seed per unit: {len(masks)} masks but {len(seeds)} seeds")
+        masks, seeds = check_units(X, train_masks, seeds)
         keys = unit_keys or [(0, u) for u in range(len(masks))]
         labels = [f"unit (repeat {int(r)}, fold {int(k)})" for r, k in keys]
         units, train_loss = self._train(X, masks, seeds, labels, input_map, device, dtype)

@@ -12,14 +12,18 @@ import numpy as np
 import torch
 
 from ..device import resolve_device, torch_dtype
+from ..distances import SquaredDistances
 from ..errors import GenmemError
-from ..validation import check_data, has_spread
-from .base import DensityModel
+from ..validation import any_of, check_data, check_params, has_spread, integer, options, real
+from .base import DensityModel, check_units
 
 BANDWIDTH_RULES = ("scott", "silverman", "cv")
 
 #: Bandwidths tried by ``bandwidth="cv"``, as multiples of Scott's rule.
 CV_GRID = tuple(2.0 ** np.linspace(-4, 2, 25))
+
+#: Allowed parameter values (``device`` and ``dtype`` are checked where they are resolved).
+PARAMETER_CONSTRAINTS = {"bandwidth": any_of(real(0), options(*BANDWIDTH_RULES)), "chunk_size": integer(1)}
 
 
 def rule_of_thumb_bandwidth(X, rule="scott"):
@@ -40,40 +44,6 @@ def rule_of_thumb_bandwidth(X, rule="scott"):
     if rule == "silverman":
         return sigma * (n * (d + 2) / 4.0) ** (-1.0 / (d + 4))
     raise GenmemError(f"unknown bandwidth rule {rule!r}; use 'scott' or 'silverman'")
-
-
-class SquaredDistances:
-    """Exact squared Euclidean distances from chunks of query rows to a fixed set of points, on one device."""
-
-    def __init__(self, X, device, dtype, chunk_size):
-        with warnings.catch_warnings():  # a read-only array (e.g. a memmap) is only ever read
-            warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
-            self.X = torch.as_tensor(X, dtype=dtype, device=device)
-        self.sq = (self.X * self.X).sum(1)
-        self.chunk_size = int(chunk_size)
-
-    def sq_dists(self, Q):
-        """Squared distances [c, n] from query rows ``Q`` (a tensor) to the points."""
-        d2 = torch.addmm(self.sq[None, :], Q, self.X.T, alpha=-2.0)
-        return d2.add_((Q * Q).sum(1, keepdim=True)).clamp_min_(0.0)
-
-    def chunks(self, Q, scale=None):
-        """Yield ``(slice, block)`` for chunks of the query rows ``Q`` (numpy).
-
-        ``block`` holds the squared distances [c, n]; with ``scale`` it holds
-        ``−scale · d²`` (a Gaussian log-kernel for ``scale = 1/(2h²)``),
-        computed in one fused matrix product — four times fewer passes over
-        the block than scaling the distances afterwards.
-        """
-        Q = torch.as_tensor(Q, dtype=self.X.dtype, device=self.X.device)
-        for start in range(0, Q.shape[0], self.chunk_size):
-            sl = slice(start, min(start + self.chunk_size, Q.shape[0]))
-            q = Q[sl]
-            if scale is None:
-                yield sl, self.sq_dists(q)
-            else:
-                block = torch.addmm(self.sq[None, :], q, self.X.T, beta=-scale, alpha=2.0 * scale)
-                yield sl, block.sub_(scale * (q * q).sum(1, keepdim=True))
 
 
 def _check_representable(h, dtype):
@@ -113,6 +83,15 @@ class KDE(DensityModel):
     n_train_, n_features_in_ : int
     distances_ : SquaredDistances
         The training points on the device, for chunked distance computations.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from genmem.models import KDE
+    >>> X = np.array([[0.0], [1.0], [3.0]])
+    >>> kde = KDE(bandwidth=1.0).fit(X)
+    >>> kde.log_prob([[0.0], [10.0]]).round(3)
+    array([ -1.537, -26.518])
     """
 
     name = "kde"
@@ -125,20 +104,7 @@ class KDE(DensityModel):
 
     # -- parameters -------------------------------------------------------
     def _validate(self):
-        bw = self.bandwidth
-        if isinstance(bw, str):
-            if bw not in BANDWIDTH_RULES:
-                raise GenmemError(
-                    f"The 'bandwidth' parameter of KDE must be a float in (0, inf) or one of "
-                    f"{', '.join(BANDWIDTH_RULES)}; got {bw!r}"
-                )
-        elif not (isinstance(bw, (int, float, np.floating)) and math.isfinite(bw) and bw > 0):
-            raise GenmemError(
-                f"The 'bandwidth' parameter of KDE must be a float in (0, inf) or one of "
-                f"{', '.join(BANDWIDTH_RULES)}; got {bw!r}"
-            )
-        if not (isinstance(self.chunk_size, (int, np.integer)) and self.chunk_size > 0):
-            raise GenmemError(f"The 'chunk_size' parameter of KDE must be a positive int; got {self.chunk_size!r}")
+        check_params(self, PARAMETER_CONSTRAINTS)
         return resolve_device(self.device), torch_dtype(self.dtype)
 
     def _bandwidth_for(self, X):
@@ -233,7 +199,7 @@ class KDE(DensityModel):
         """
         device, dtype = self._validate()
         X = check_data(X, min_rows=2)
-        masks = np.asarray(train_masks, dtype=bool)
+        masks, _ = check_units(X, train_masks, seeds)
         n_units, n = masks.shape
         sizes = masks.sum(1)
         if (sizes < 1).any():

@@ -3,6 +3,7 @@ import numpy as np
 import sklearn.base
 
 from ..errors import GenmemError
+from ..seeds import sklearn_seed
 from ..validation import check_data
 from .base import DensityModel, as_seed
 
@@ -40,9 +41,15 @@ class SklearnDensity(DensityModel):
 
     Examples
     --------
-    >>> from sklearn.mixture import BayesianGaussianMixture
-    >>> model = SklearnDensity(BayesianGaussianMixture(n_components=10))
-    >>> result = genmem.kfold(model, X, folds=10)  # doctest: +SKIP
+    scikit-learn's exact ``KernelDensity`` gives genmem's :class:`~genmem.models.KDE` numbers:
+
+    >>> import numpy as np
+    >>> from sklearn.neighbors import KernelDensity
+    >>> from genmem.models import KDE, SklearnDensity
+    >>> X = np.random.default_rng(0).normal(size=(50, 2))
+    >>> model = SklearnDensity(KernelDensity(bandwidth=0.5)).fit(X)
+    >>> bool(np.allclose(model.log_prob(X), KDE(0.5).fit(X).log_prob(X)))
+    True
     """
 
     def __init__(self, estimator=None):
@@ -79,7 +86,7 @@ class SklearnDensity(DensityModel):
         est = sklearn.base.clone(self._checked_estimator())
         seed = as_seed(rng)
         if seed is not None:
-            state = int(np.random.SeedSequence(seed).generate_state(1, dtype=np.uint32)[0])
+            state = sklearn_seed(seed)
             est.set_params(**{key: state for key in random_state_params(est)})
         est.fit(X)
         self.estimator_ = est

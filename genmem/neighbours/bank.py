@@ -8,7 +8,6 @@ import json
 import logging
 from pathlib import Path
 
-import h5py
 import numpy as np
 import torch
 
@@ -17,6 +16,7 @@ from ..errors import GenmemError
 from ..outputs import IDENTITY
 from ..results import atomic_h5
 from ..results.provenance import now
+from ..results.stamped import read_stamped
 from .embedders import RESTORABLE, PrecomputedFeatures, as_embedder, flatten
 from .search import METRICS, ExactSearch, check_choice
 
@@ -100,6 +100,15 @@ class NeighbourBank:
         on the same scale.
     description : dict
         Feature map, metric, normalisation and dimensions (JSON-serialisable).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from genmem.neighbours import NeighbourBank
+    >>> bank = NeighbourBank("pixels", np.eye(3), metric="euclidean", device="cpu")
+    >>> distances, indices = bank.query(np.array([[0.9, 0.1, 0.0]]), k=2)
+    >>> distances.round(4), indices
+    (array([[0.1414, 1.2728]]), array([[0, 1]]))
     """
 
     def __init__(self, features_or_embedder="pixels", train_X=None, *, metric="cosine", device="auto",
@@ -279,15 +288,7 @@ class NeighbourBank:
         device, dtype, backend, chunk_size
             As for the constructor.
         """
-        path = Path(path)
-        if not path.is_file() or not h5py.is_hdf5(path):
-            raise GenmemError(f"{path} is not a neighbour-bank file; make one with NeighbourBank.save")
-        with h5py.File(path, "r") as f:
-            if f.attrs.get("format") != FORMAT:
-                raise GenmemError(f"{path} is an HDF5 file but not a genmem neighbour bank (format {FORMAT!r})")
-            if int(f.attrs["format_version"]) > FORMAT_VERSION:
-                raise GenmemError(f"{path} has neighbour-bank format version {int(f.attrs['format_version'])}, "
-                                  f"newer than this genmem reads ({FORMAT_VERSION}); upgrade genmem")
+        with read_stamped(path, FORMAT, FORMAT_VERSION, "neighbour-bank", "make one with NeighbourBank.save") as f:
             features = f["features"][()]
             metric = str(f.attrs["metric"])
             description = json.loads(f.attrs["embedder"])

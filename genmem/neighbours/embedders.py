@@ -266,20 +266,14 @@ def _pca(arg, train_X, *, device, seed):
 
 @register_embedder("vae")
 def _vae(arg, train_X, *, device, seed):
-    from ..models.vae import VAE
+    from ..models.vae import VAE  # imported here, not for a cycle: banks of other feature maps need not load Pyro
 
     if not arg:
         raise GenmemError("the vae feature map needs a checkpoint file, e.g. 'vae:run.h5.units/unit_r0_k0.pt' "
                           "(saved by genmem kfold --model vae --checkpoints N)")
     if not Path(arg).is_file():
         raise GenmemError(f"no such VAE checkpoint file: {arg}; give one saved by genmem kfold --model vae --checkpoints N")
-    try:
-        model = VAE.from_checkpoint(arg, device=str(resolve_device(device)))
-    except GenmemError:
-        raise
-    except Exception as exc:  # torch.load raises many types for a file that is not a weights-only checkpoint
-        raise GenmemError(f"{arg} cannot be read as a genmem VAE checkpoint ({type(exc).__name__}); give one saved by "
-                          "genmem kfold --model vae --checkpoints N") from None
+    model = VAE.from_checkpoint(arg, device=str(resolve_device(device)))
     return CallableEmbedder(lambda X: model.embed(np.asarray(X).reshape(len(X), -1)),
                             {"name": "vae", "checkpoint": str(arg), "latent_dim": model.latent_dim})
 

@@ -20,6 +20,8 @@ from pyro.nn import PyroModule
 from torch import nn
 from torch.nn import functional as F
 
+from ...errors import GenmemError
+
 ARCHS = ("mlp", "conv")
 LIKELIHOODS = ("bernoulli", "logit-normal", "gaussian")
 
@@ -33,6 +35,18 @@ def _image_dims(image_shape):
     height, width = image_shape[:2]
     channels = image_shape[2] if len(image_shape) == 3 else 1
     return channels, height, width
+
+
+def check_conv_shape(hidden, image_shape):
+    """Raise :class:`GenmemError` unless ``arch="conv"`` with stride-2 layers of channels ``hidden`` fits ``image_shape``."""
+    if image_shape is None or not hidden:
+        raise GenmemError("arch='conv' needs image_shape=(H, W[, C]) and at least one entry in hidden")
+    shrink = 2 ** len(hidden)
+    if image_shape[0] % shrink or image_shape[1] % shrink:
+        raise GenmemError(
+            f"arch='conv' with {len(hidden)} stride-2 layers needs H and W divisible by {shrink}; "
+            f"got image_shape={tuple(image_shape)} (pad the images, e.g. to 32x32, or use fewer layers)"
+        )
 
 
 class _ToImage(nn.Module):
