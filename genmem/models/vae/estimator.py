@@ -130,6 +130,8 @@ class VAE(DensityModel):
     """
 
     name = "vae"
+    #: 1: counter-based random numbers and the stacked trainer (0: genmem 0.1's per-unit torch generators).
+    revision = 1
 
     def __init__(self, *, latent_dim=8, hidden=(128, 64), arch="mlp", image_shape=None, likelihood="auto",
                  decoder_scale="learned", logit_lambda=0.05, binarize=None, epochs=80, batch_size=64, lr=2e-3,
