@@ -127,8 +127,9 @@ class ProcessGroup:
     """The ``torch.distributed`` process group of a torchrun world, for the length of a ``with`` block.
 
     NCCL when the ranks compute on CUDA, else gloo; initialised from
-    torchrun's environment (``env://``) and destroyed on exit. Objects travel
-    with :meth:`broadcast` and :meth:`gather`.
+    torchrun's environment (``env://``) and, after a barrier when the block
+    ends without an error, destroyed. Objects travel with :meth:`broadcast`
+    and :meth:`gather`.
     """
 
     def __init__(self, world, device, timeout_minutes=60):
@@ -144,7 +145,9 @@ class ProcessGroup:
         torch.distributed.init_process_group("nccl" if cuda else "gloo", timeout=self.timeout)
         return self
 
-    def __exit__(self, *exc):
+    def __exit__(self, kind, err, tb):
+        if kind is None:  # no rank leaves while another still talks to it (gloo aborts on a closed peer)
+            torch.distributed.barrier()
         torch.distributed.destroy_process_group()
         return False
 
@@ -159,6 +162,3 @@ class ProcessGroup:
         out = [None] * self.world.size if self.world.root else None
         torch.distributed.gather_object(value, out, dst=0)
         return out
-
-    def barrier(self):
-        torch.distributed.barrier()

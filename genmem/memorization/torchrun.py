@@ -89,8 +89,7 @@ def run_ranks(model, X, result, world, units_per_batch, out, force, restart, giv
         parts = group.gather({unit: (own.loglik[unit], {name: value[unit] for name, value in own.extras.items()})
                               for unit in mine})
         if not world.root:
-            group.barrier()  # rank 0 has written the file
-            return None
+            return None  # the group's exit waits for rank 0 to have written the file
         for part in parts:
             for unit, (loglik, extras) in part.items():
                 store_unit(result, unit, loglik, extras)
@@ -101,5 +100,4 @@ def run_ranks(model, X, result, world, units_per_batch, out, force, restart, giv
             partial_path(out).unlink(missing_ok=True)
             for path in rank_partials(out):
                 path.unlink()
-        group.barrier()
         return result
