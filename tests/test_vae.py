@@ -5,6 +5,7 @@ Oracles: the closed-form marginal and ELBO of a linear-Gaussian VAE, Pyro's
 quadrature, and the same unit trained alone.
 """
 import math
+from pathlib import Path
 import warnings
 
 import numpy as np
@@ -529,3 +530,16 @@ def test_degenerate_importance_sampling_warns(digits):
 def test_unfitted_model_refuses_to_score(digits):
     with pytest.raises(GenmemError, match="not fitted"):
         VAE().log_prob(digits[:3])
+
+
+def test_a_checkpoint_write_that_fails_leaves_no_file(tmp_path, monkeypatch):
+    from genmem.models.vae import checkpoints
+
+    def disk_full(obj, path):
+        Path(path).write_bytes(b"PK\x03\x04 truncated")
+        raise RuntimeError("[enforce fail at inline_container.cc] . PytorchStreamWriter failed writing file")
+
+    monkeypatch.setattr(checkpoints.torch, "save", disk_full)
+    with pytest.raises(RuntimeError, match="PytorchStreamWriter"):
+        checkpoints.save_checkpoint(tmp_path / "unit_r0_k0.pt", {"epochs": []}, {}, 1, (0, 0))
+    assert list(tmp_path.iterdir()) == []

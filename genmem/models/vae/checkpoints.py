@@ -13,6 +13,7 @@ from pathlib import Path
 import torch
 
 from ...errors import GenmemError
+from ...outputs import atomic_path
 from ..base import Checkpoint
 
 CHECKPOINT_FORMAT = "genmem-vae-checkpoint"
@@ -21,9 +22,14 @@ CHECKPOINT_VERSION = 2
 
 
 def save_checkpoint(path, record, config, seed, unit):
-    """Write one unit's checkpoints ``record`` (``epochs``, ``lrs``, ``steps``, ``states``) to ``path``."""
-    torch.save({"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, "config": config,
-                "seed": int(seed), "unit": [int(i) for i in unit], **record}, path)
+    """Write one unit's checkpoints ``record`` (``epochs``, ``lrs``, ``steps``, ``states``) to ``path``.
+
+    Written to a temporary file beside ``path`` and renamed into place, so a
+    full disk or an interruption never leaves a truncated checkpoint.
+    """
+    with atomic_path(path) as tmp:
+        torch.save({"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, "config": config,
+                    "seed": int(seed), "unit": [int(i) for i in unit], **record}, tmp)
 
 
 def checkpoint_config(params, likelihood, n_features):
