@@ -543,3 +543,19 @@ def test_a_checkpoint_write_that_fails_leaves_no_file(tmp_path, monkeypatch):
     with pytest.raises(RuntimeError, match="PytorchStreamWriter"):
         checkpoints.save_checkpoint(tmp_path / "unit_r0_k0.pt", {"epochs": []}, {}, 1, (0, 0))
     assert list(tmp_path.iterdir()) == []
+
+
+def test_numbers_do_not_depend_on_the_number_of_cpu_threads():
+    X = (np.random.default_rng(0).random((300, 128)) < 0.3).astype(float)
+    masks = np.stack([np.arange(300) % 3 != k for k in range(3)])
+    vae = VAE(latent_dim=8, hidden=(256, 64), epochs=2, batch_size=32, num_samples=32)
+    runs = []
+    for threads in (1, 2):
+        before = torch.get_num_threads()
+        torch.set_num_threads(threads)
+        try:
+            runs.append(vae.fit_units(X, masks, [1, 2, 3]))
+        finally:
+            torch.set_num_threads(before)
+    for name in ("loglik", "ess", "train_loss"):
+        np.testing.assert_array_equal(runs[0][name], runs[1][name], err_msg=name)
