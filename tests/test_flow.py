@@ -1,5 +1,4 @@
 """The RealNVP flow: exact normalisation, the identity flow, the change of variables and the stacked Adam."""
-import math
 
 import numpy as np
 import pytest

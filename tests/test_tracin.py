@@ -18,7 +18,7 @@ from genmem.influence import (KFoldTracIn, TopInfluence, TracIn, load_vae_checkp
                               vae_tracin)
 from genmem.influence.tracin import TEST_STREAM, TRAIN_STREAM
 from genmem.models.vae import VAE
-from genmem.models.vae.nets import VAENet, init_parameters
+from genmem.models.vae.nets import VAENet
 
 
 def make_mlp(seed):
@@ -189,10 +189,10 @@ def test_bad_checkpoints_and_data(mlp_setup):
 def random_vae(likelihood, seed, *, n_features=6, latent=2, binarize=None):
     params = dict(latent_dim=latent, hidden=(5,), likelihood=likelihood, dtype="float64", binarize=binarize)
     net = VAENet(n_features, latent, (5,), learn_scale=likelihood != "bernoulli").double()
-    init_parameters(net, torch.Generator().manual_seed(seed))
-    if likelihood != "bernoulli":
-        with torch.no_grad():
-            net.decoder.log_scale.uniform_(-0.5, 0.5, generator=torch.Generator().manual_seed(seed + 1))
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in net.parameters():
+            p.uniform_(-0.5, 0.5, generator=gen)
     return VAE.from_state_dict(net.state_dict(), n_features=n_features, seed=seed, **params)
 
 

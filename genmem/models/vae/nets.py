@@ -148,26 +148,6 @@ class VAENet(nn.Module):
         self.decoder = Decoder(n_features, latent_dim, hidden, arch, image_shape, learn_scale)
 
 
-def init_parameters(net, generator):
-    """Draw every weight and bias of ``net`` from ``generator``, in place.
-
-    PyTorch's default initialisation of ``Linear``/``Conv``/``ConvTranspose``
-    layers (``U(-1/√fan_in, 1/√fan_in)`` for weights and biases), but drawn
-    from an explicit generator so that a unit's initial weights depend on its
-    seed only. A learned decoder ``log_scale`` starts at 0 (σ = 1).
-    """
-    with torch.no_grad():
-        for module in net.modules():
-            if isinstance(module, (nn.Linear, nn.Conv2d, nn.ConvTranspose2d)):
-                fan_in = nn.init._calculate_fan_in_and_fan_out(module.weight)[0]
-                bound = 1.0 / math.sqrt(fan_in)
-                module.weight.uniform_(-bound, bound, generator=generator)
-                module.bias.uniform_(-bound, bound, generator=generator)
-            elif isinstance(module, Decoder) and module.log_scale is not None:
-                module.log_scale.zero_()
-    return net
-
-
 # -- likelihoods ---------------------------------------------------------------
 
 
