@@ -27,7 +27,7 @@ import torch
 from genmem.data import load_dataset, prepare
 from genmem.device import resolve_device
 from genmem.gan import MemorizationRejection, load_gan_data, make_gan, to_nchw
-from genmem.gan.train import generator_loss, to_unit
+from genmem.gan.train import generator_loss, to_image_range
 from genmem.results import provenance
 from genmem.neighbours import NeighbourBank
 
@@ -58,15 +58,15 @@ def bench(name, train, args, device):
     t0 = time.perf_counter()
     bank = NeighbourBank("pixels", train, metric="cosine", device=device)
     bank_seconds = time.perf_counter() - t0
-    probe = MemorizationRejection(bank, 0.0, mode="mask", preprocess=to_unit)
+    probe = MemorizationRejection(bank, 0.0, mode="mask", preprocess=to_image_range)
     with torch.no_grad():
         d = probe.nn_distance(sample(512))
     tau_half = float(np.median(d))
     variants = {
         "baseline": None,
-        "mask": MemorizationRejection(bank, tau_half, mode="mask", preprocess=to_unit),
-        "resample_none_rejected": MemorizationRejection(bank, 0.0, mode="resample", preprocess=to_unit),
-        "resample_half_rejected": MemorizationRejection(bank, tau_half, mode="resample", preprocess=to_unit),
+        "mask": MemorizationRejection(bank, tau_half, mode="mask", preprocess=to_image_range),
+        "resample_none_rejected": MemorizationRejection(bank, 0.0, mode="resample", preprocess=to_image_range),
+        "resample_half_rejected": MemorizationRejection(bank, tau_half, mode="resample", preprocess=to_image_range),
     }
 
     def step(mr):

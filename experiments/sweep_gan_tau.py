@@ -15,11 +15,12 @@ import sys
 import time
 from pathlib import Path
 
+import matplotlib
 import torch
 
 from genmem.plots import plot_tau_sweep
 from genmem.gan import load_gan_data, sweep_tau
-from genmem.gan.train import parse_tau_list
+from genmem.cli.gan import parse_tau_list  # the command line's parser of τ lists
 from genmem.results import provenance
 from genmem.neighbours import NeighbourBank
 
@@ -52,7 +53,10 @@ def main():
                      "command": " ".join(sys.argv)}
     out = Path(args.out)
     out.write_text(json.dumps(table, indent=1) + "\n")
-    plot_tau_sweep(table, out.with_suffix(".png"))
+    matplotlib.use("Agg")
+    figure = plot_tau_sweep(table).figure
+    figure.tight_layout()
+    figure.savefig(out.with_suffix(".png"), dpi=120)
     for row in table["summary"]:
         print(f"tau {row['tau_spec']:>5} ({row['tau']:.4f}): C_T {row['c_t_mean']:7.3f} ± {row['c_t_std'] or 0:.3f}, "
               f"FD_f {row['fd_f_mean']:.4f} ± {row['fd_f_std'] or 0:.4f}, "

@@ -10,7 +10,7 @@ own ids under their own root seeds.
 """
 import numpy as np
 
-from .errors import GenmemError
+from .validation import check_int
 
 #: Fold permutation of repeat r: ``(FOLDS, r)``.
 FOLDS = 0
@@ -22,14 +22,18 @@ DEQUANTIZE = 2
 
 def stream(seed, *keys):
     """The :class:`numpy.random.SeedSequence` of stream ``keys`` under root ``seed`` (a non-negative int)."""
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-        raise GenmemError(f"a seed must be a non-negative integer; got {seed!r}")
+    check_int(seed, "seed", 0)
     return np.random.SeedSequence(int(seed), spawn_key=tuple(int(k) for k in keys))
 
 
 def stream_seed(seed, *keys):
     """An integer seed in [0, 2**63) for stream ``keys`` under root ``seed`` (e.g. for a torch.Generator)."""
     return int(stream(seed, *keys).generate_state(1, dtype=np.uint64)[0] >> np.uint64(1))
+
+
+def sklearn_seed(seed):
+    """The 32-bit ``random_state`` that scikit-learn estimators take, from an int ``seed`` of any size."""
+    return int(np.random.SeedSequence(int(seed)).generate_state(1, dtype=np.uint32)[0])
 
 
 def stream_rng(seed, *keys):

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 import genmem
+from genmem.errors import GenmemError
 
 from cli_helpers import assert_one_line_error, run
 
@@ -85,8 +86,8 @@ def test_bad_kfold_input(tmp_path, args, words):
 
 
 def test_unknown_model_is_a_usage_error():
-    result = run(["kfold", "--model", "flow"])
-    assert result.exit_code == 2 and "flow" in result.output
+    result = run(["kfold", "--model", "glow"])
+    assert result.exit_code == 2 and "glow" in result.output and "flow" in result.output  # the choices are listed
 
 
 def test_bad_arrays(tmp_path):
@@ -108,6 +109,15 @@ def test_bad_result_files(tmp_path):
         assert_one_line_error(run([cmd, tmp_path / "text.h5"]), "not an HDF5 file")
         assert_one_line_error(run([cmd, tmp_path / "foreign.h5"]), "not a genmem results file")
         assert_one_line_error(run([cmd, tmp_path / "missing.h5"]), "no such file")
+
+
+def test_debug_keeps_the_traceback(tmp_path):
+    (tmp_path / "text.h5").write_text("not hdf5")
+    for flag in ("--debug", "-d"):
+        result = run([flag, "info", tmp_path / "text.h5"])
+        assert result.exit_code == 1 and isinstance(result.exception, GenmemError)
+        assert "not an HDF5 file" in str(result.exception) and result.exc_info[2] is not None
+    assert_one_line_error(run(["info", tmp_path / "text.h5"]), "not an HDF5 file")  # without it: one line
 
 
 def test_more_bad_kfold_input(tmp_path, rng):

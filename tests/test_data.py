@@ -115,7 +115,7 @@ def test_idx_truncated(tmp_path, compress):
 def test_idx_extra_bytes_and_missing_file(tmp_path):
     path = write_idx(tmp_path / "t-idx1-ubyte", np.arange(5, dtype=np.uint8))
     path.write_bytes(path.read_bytes() + b"\0")
-    with pytest.raises(GenmemError, match=r"promises dims \(5,\) \(5 data bytes\) but the file holds 6"):
+    with pytest.raises(GenmemError, match=r"promises dims \(5,\) \(5 data bytes\) but the file holds more than 5"):
         read_idx(path)
     with pytest.raises(GenmemError, match="does not exist"):
         read_idx(tmp_path / "nothing")
@@ -295,8 +295,11 @@ def test_npy_levels_and_errors(tmp_path):
     with pytest.raises(GenmemError, match="does not exist"):
         load_dataset(f"npy:{tmp_path / 'missing.npy'}")
     np.savez(tmp_path / "labels.npz", x=np.ones((3, 2)), y=np.arange(4))
-    with pytest.raises(GenmemError, match="must be 3 integers"):
+    with pytest.raises(GenmemError, match="labels in .* has 4 entries but the data have 3 examples"):
         load_dataset(f"npz:{tmp_path / 'labels.npz'}")
+    np.savez(tmp_path / "named.npz", x=np.ones((3, 2)), y=np.array(["b", "a", "b"]))
+    named = load_dataset(f"npz:{tmp_path / 'named.npz'}")
+    assert named.labels.tolist() == [1, 0, 1] and named.label_names == ["a", "b"]
 
 
 # -- prepare ------------------------------------------------------------------------------------------
@@ -418,8 +421,8 @@ def test_bad_inputs_for_data_kind():
         prepare(make_dataset(np.ones((3, 2)), None))
     with pytest.raises(GenmemError, match="exceeds the number of examples"):
         prepare(make_dataset(np.eye(3, 5), None), pca=4)
-    with pytest.raises(GenmemError, match="needs a Dataset"):
-        prepare(np.zeros((3, 3)))
+    with pytest.raises(GenmemError, match="needs a Dataset .* or an array"):
+        prepare({"x": np.zeros((3, 3))})
 
 
 def test_info_is_json(digits):
@@ -474,7 +477,7 @@ def test_folder_class_subfolders_rgb(tmp_path):
     np.testing.assert_array_equal(ds.x, np.stack([written[k] for k in order]))
     assert ds.x.shape == (5, 4, 2, 3) and ds.image_shape == (4, 2, 3)
     np.testing.assert_array_equal(ds.labels, [0, 0, 1, 1, 2])
-    assert ds.labels.dtype == np.int64
+    assert ds.labels.dtype == np.int64 and ds.label_names == ["cat", "dog", "emu"]
 
 
 def test_folder_modes_converted(tmp_path):

@@ -13,6 +13,7 @@ SMALL = {
     "gmm": {"n_components": 2, "max_iter": 50, "batch_units": True},
     "vae": {"epochs": 2, "latent_dim": 2, "hidden": (16,), "batch_size": 32, "num_samples": 8,
             "likelihood": "gaussian"},
+    "flow": {"layers": 2, "hidden": (8,), "epochs": 2, "batch_size": 16},
 }
 
 

@@ -13,7 +13,7 @@ from genmem import GenmemError
 from genmem.cli import main
 from genmem.gan import (MemorizationRejection, evaluate_gan, frechet_distance, load_gan_data, make_gan, read_gan,
                         train_gan)
-from genmem.gan.train import discriminator_loss, generator_loss
+from genmem.gan.train import discriminator_loss, generator_loss, to_image_range, to_unit
 from genmem.neighbours import NeighbourBank
 
 E = np.eye(4)
@@ -88,6 +88,7 @@ def test_resample_refills_the_batch_with_accepted_samples_in_order(known_bank):
     assert mr.rejection_rate.tolist() == [3 / 8]
 
 
+@pytest.mark.filterwarnings("ignore::genmem.gan.RejectionWarning")  # synthetic samples off the bank's range
 def test_resample_never_returns_an_empty_batch_and_falls_back_to_the_farthest(known_bank):
     gen = torch.Generator().manual_seed(3)
     batches = [torch.randn(6, 1, 2, 2, generator=gen, dtype=torch.float64) for _ in range(4)]
@@ -160,6 +161,7 @@ def test_gradients_reach_the_generator_through_kept_rows_only_and_never_the_embe
     torch.testing.assert_close(G.bias.grad, G_ref.bias.grad, rtol=0, atol=1e-12)
 
 
+@pytest.mark.filterwarnings("ignore::genmem.gan.RejectionWarning")  # synthetic samples off the bank's range
 def test_resample_gradient_is_the_sum_over_the_accepted_rows_of_every_batch(known_bank, rng):
     G = torch.nn.Linear(3, 4).double()
     zs = [torch.tensor(rng.normal(size=(5, 3))) for _ in range(4)]
@@ -459,3 +461,18 @@ def test_cli_cheap_input_errors_come_before_any_training(tmp_path, monkeypatch, 
     last = res.output.strip().splitlines()[-1]
     assert last.startswith("Error: ") and words in last, res.output
     assert sorted(f.name for f in tmp_path.iterdir()) == ["weights.pth"]
+
+
+def test_old_name_of_the_image_range_map_still_works_and_warns():
+    x = torch.tensor([-1.0, 0.0, 1.0])
+    with pytest.warns(DeprecationWarning, match="to_image_range"):
+        assert torch.equal(to_unit(x), to_image_range(x))
+
+
+def test_read_gan_refuses_other_files(tmp_path, rng):
+    NeighbourBank("pixels", rng.random((10, 4))).save(tmp_path / "bank.h5")
+    with pytest.raises(GenmemError, match=r"bank\.h5 is an HDF5 file but not a genmem GAN file"):
+        read_gan(tmp_path / "bank.h5")
+    (tmp_path / "text.h5").write_text("no")
+    with pytest.raises(GenmemError, match=r"text\.h5 is not a genmem GAN file; give a file written by 'genmem gan'"):
+        read_gan(tmp_path / "text.h5")

@@ -11,8 +11,9 @@ from sklearn.metrics import adjusted_rand_score
 from sklearn.mixture import GaussianMixture
 
 from genmem.errors import GenmemError
-from genmem.models._kmeans import kmeans_labels
-from genmem.models.gmm import GMM, ConvergenceWarning
+from genmem.models import SklearnDensity
+from genmem.models.gmm import GMM, ConvergenceWarning, kmeans_labels
+from genmem.seeds import sklearn_seed
 
 COVARIANCE_TYPES = ["full", "diag"]
 
@@ -114,8 +115,21 @@ def test_chunk_size_and_dtype_do_not_change_the_result():
 
 def test_kmeans_recovers_separated_clusters():
     X, labels = blobs(seed=5)
-    found = kmeans_labels(torch.as_tensor(X), 4, np.random.default_rng(0))
+    found = kmeans_labels(torch.as_tensor(X), 4, np.random.RandomState(0))
     assert adjusted_rand_score(labels, found.numpy()) == 1.0
+
+
+@pytest.mark.parametrize("covariance_type", COVARIANCE_TYPES)
+@pytest.mark.parametrize("n_init", [1, 3])
+def test_kmeans_start_is_scikit_learns_for_the_same_seed(covariance_type, n_init):
+    X = digit_rows(300)
+    options = dict(covariance_type=covariance_type, reg_covar=1e-2, tol=1e-6, max_iter=300, n_init=n_init)
+    ours = GMM(6, **options).fit(X, rng=123)
+    ref = GaussianMixture(6, init_params="kmeans", random_state=sklearn_seed(123), **options).fit(X)
+    np.testing.assert_allclose(ours.means_, ref.means_, rtol=1e-7, atol=1e-7)
+    np.testing.assert_allclose(ours.log_prob(X), ref.score_samples(X), rtol=1e-9, atol=1e-9)
+    wrapped = SklearnDensity(GaussianMixture(6, init_params="kmeans", **options)).fit(X, rng=123)
+    np.testing.assert_allclose(ours.log_prob(X), wrapped.log_prob(X), rtol=1e-9, atol=1e-9)
 
 
 # -- batched units ----------------------------------------------------------------------

@@ -53,7 +53,7 @@ def loo_self(log_p, X):
 @pytest.mark.parametrize("h", [0.3, 0.8])
 def test_kde_equals_leave_one_out_refit(data, h):
     X, Z = data
-    inf = KDEInfluence(X, h)
+    inf = KDEInfluence(KDE(h), X)
     log_p = lambda A, B: kde_log_p(A, B, h)  # noqa: E731
     np.testing.assert_allclose(inf.influence(Z), loo_refit(log_p, X, Z), rtol=0, atol=1e-8)
     np.testing.assert_allclose(inf.self_influence(), loo_self(log_p, X), rtol=0, atol=1e-8)
@@ -67,7 +67,7 @@ def test_kde_equals_leave_one_out_refit(data, h):
 
 def test_kde_refit_with_genmem_model_and_sign(data):
     X, Z = data
-    inf = KDEInfluence(X, 0.5)
+    inf = KDEInfluence(KDE(0.5), X)
     refit = np.stack([KDE(0.5).fit(X).log_prob(Z) - KDE(0.5).fit(np.delete(X, i, 0)).log_prob(Z)
                       for i in range(len(X))], axis=1)
     M = inf.influence(Z)
@@ -80,7 +80,7 @@ def test_kde_refit_with_genmem_model_and_sign(data):
 @pytest.mark.parametrize("k", [2, 5])
 def test_knn_equals_leave_one_out_refit(data, k):
     X, Z = data
-    inf = KNNInfluence(X, k)
+    inf = KNNInfluence(k, X)
     log_p = lambda A, B: knn_log_p(A, B, k)  # noqa: E731
     np.testing.assert_allclose(inf.influence(Z), loo_refit(log_p, X, Z), rtol=0, atol=1e-8)
     np.testing.assert_allclose(inf.self_influence(), loo_self(log_p, X), rtol=0, atol=1e-8)
@@ -89,20 +89,20 @@ def test_knn_equals_leave_one_out_refit(data, k):
 def test_knn_undefined_density_is_an_error(data):
     X, _ = data
     with pytest.raises(GenmemError, match="infinite.*n_neighbors"):
-        KNNInfluence(X, 1).self_influence()
+        KNNInfluence(1, X).self_influence()
     dup = np.vstack([X, X[:1], X[:1]])
     with pytest.raises(GenmemError, match="query row 0"):
-        KNNInfluence(dup, 3).influence(X[:1])
+        KNNInfluence(3, dup).influence(X[:1])
     with pytest.raises(GenmemError, match="n_neighbors"):
-        KNNInfluence(X, 0)
+        KNNInfluence(0, X)
     with pytest.raises(GenmemError, match="at least 41 rows"):
-        KNNInfluence(X, 40)
+        KNNInfluence(40, X)
 
 
-@pytest.mark.parametrize("cls,args", [(KDEInfluence, (0.5,)), (KNNInfluence, (3,))])
-def test_top_k_matches_the_matrix(data, cls, args):
+@pytest.mark.parametrize("model,cls", [(KDE(0.5), KDEInfluence), (3, KNNInfluence)])
+def test_top_k_matches_the_matrix(data, model, cls):
     X, Z = data
-    inf = cls(X, *args)
+    inf = cls(model, X)
     M = inf.influence(Z)
     top = inf.influence(Z, k=4)
     assert isinstance(top, TopInfluence) and top.proponents.shape == (len(Z), 4)
@@ -115,8 +115,8 @@ def test_top_k_matches_the_matrix(data, cls, args):
 
 def test_bad_test_points(data):
     X, _ = data
-    inf = KDEInfluence(X, 0.5)
-    with pytest.raises(GenmemError, match="2 features but the model was fitted on 3"):
+    inf = KDEInfluence(KDE(0.5), X)
+    with pytest.raises(GenmemError, match="2 features, but the model is expecting 3"):
         inf.influence(np.zeros((2, 2)))
     with pytest.raises(GenmemError, match="k must be a positive int"):
         inf.influence(X[:2], k=0)
@@ -181,7 +181,7 @@ def test_gmm_influence_needs_a_fitted_mixture(mixture):
     with pytest.raises(GenmemError, match="fitted GMM"):
         GMMInfluence(GMM(3), X)
     full = GaussianMixture(3, random_state=0).fit(X)
-    with pytest.raises(GenmemError, match="3 features but the model was fitted on 2"):
+    with pytest.raises(GenmemError, match="3 features, but the model is expecting 2"):
         GMMInfluence(full, np.hstack([X, X[:, :1]]))
 
 
@@ -262,7 +262,7 @@ def test_cli_self_and_test_points_validate_first_and_write_once(tmp_path, monkey
     assert computed == [] and genmem.read_result(out).views == {}
     calls = []
     monkeypatch.setattr(importlib.import_module("genmem.cli.influence"), "add_views",
-                        lambda *a: calls.append(a) or add_views(*a))
+                        lambda *a, **kw: calls.append(a) or add_views(*a, **kw))
     result = run(["influence", out, "--self", "--test-index", "4,8"])
     assert result.exit_code == 0, result.output
     assert len(calls) == 1 and sorted(calls[0][1]) == sorted(calls[0][2]) == ["influence/self", "influence/test"]

@@ -282,7 +282,7 @@ def test_vae_feature_map_is_the_encoder_mean_of_a_saved_checkpoint(tmp_path, dig
     X = digits[0][:120]
     vae = VAE(latent_dim=3, hidden=(16,), epochs=2, checkpoints=1, num_samples=32, batch_size=32)
     genmem.kfold(vae, X, folds=2, out=tmp_path / "run.h5")
-    ckpt = tmp_path / "run.units" / "unit_r0_k0.pt"
+    ckpt = tmp_path / "run.h5.units" / "unit_r0_k0.pt"
     bank = NeighbourBank(f"vae:{ckpt}", X)
     Z = VAE.from_checkpoint(ckpt).embed(X)
     assert Z.shape == (120, 3)

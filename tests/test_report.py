@@ -101,3 +101,70 @@ def test_bad_files_give_one_line_errors(run_file, tmp_path):
         f["folds/done"][0, 0] = False
     assert_one_line_error(run(["report", unfinished]), "unfinished", "genmem kfold")
     assert_one_line_error(run(["report", run_file, "-n", 0]), "-n")
+
+
+# -- the HTML page ---------------------------------------------------------------------------------
+
+
+def test_html_page_is_self_contained_and_holds_every_section(run_file, tmp_path, data):
+    import matplotlib
+
+    backend = matplotlib.get_backend()
+    page = tmp_path / "page.html"
+    out = run(["report", run_file, "--html", page, "-n", 5])
+    assert out.exit_code == 0, out.output
+    text = page.read_text()
+    assert matplotlib.get_backend() == backend  # drawn on Agg figures, the caller's backend untouched
+    assert text.startswith("<!DOCTYPE html>") and "genmem_identity: report:" in text.splitlines()[1]
+    for section in ("Warnings", "Memorization M", "The 5 most memorized examples", "The 5 least memorized examples",
+                    "M against the other views", "Agreement", "Configuration", "Provenance"):
+        assert f"<h2>{section}</h2>" in text, section
+    assert text.count('src="data:image/png;base64,') == 4 and "http" not in text.replace("http-equiv", "")
+    m, _ = arrays(run_file)
+    top = np.argsort(-m, kind="stable")[:5]
+    assert f"<td>{top[0]}</td>" in text and f"{m[top[0]]:.4g}" in text  # the most memorized row and its score
+    again = run(["report", run_file, "--html", page])  # the same run's page is replaced
+    assert again.exit_code == 0
+    other = tmp_path / "other.h5"
+    genmem.kfold(genmem.models.KDE(0.7), data, folds=3, out=other)
+    assert_one_line_error(run(["report", other, "--html", page]), "--force")
+    assert_one_line_error(run(["report", run_file, "--html", tmp_path / "page.txt"]), ".html")
+
+
+PROBE = """<script>
+window.__errors=[];window.addEventListener("error",function(e){window.__errors.push(String(e.message))});
+window.addEventListener("load",function(){var imgs=Array.from(document.images);
+var ok=imgs.filter(function(i){return i.complete&&i.naturalWidth>0}).length;
+document.body.setAttribute("data-probe","images "+ok+"/"+imgs.length+" errors "+window.__errors.length);});
+</script>"""
+
+
+@pytest.mark.slow
+def test_html_page_of_a_vae_run_with_views_renders_in_headless_chromium(tmp_path):
+    import subprocess
+
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    if chromium is None:
+        pytest.skip("needs Chromium (Debian's chromium package)")
+    path = tmp_path / "vae.h5"
+    assert run(["kfold", "--model", "vae", "--folds", 3, "--repeats", 2, "--limit", 300, "--epochs", 3,
+                "--num-samples", 32, "--checkpoints", 2, "--out", path, "-q"]).exit_code == 0
+    assert run(["influence", path, "--self"]).exit_code == 0
+    assert run(["neighbours", path]).exit_code == 0
+    page = tmp_path / "vae.html"
+    assert run(["report", path, "--html", page]).exit_code == 0
+    probe = tmp_path / "probe.html"
+    probe.write_text(page.read_text().replace("</body>", PROBE + "</body>"))
+    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+             "--disable-background-networking", "--disable-component-update", "--disable-sync",
+             f"--user-data-dir={tmp_path / 'profile'}", "--enable-logging=stderr", "--v=0"]
+    dom = subprocess.run([chromium, *flags, "--dump-dom", probe.as_uri()], capture_output=True, text=True, timeout=120)
+    images = page.read_text().count("<img ")
+    assert images == 4 and f'data-probe="images {images}/{images} errors 0"' in dom.stdout, dom.stdout[:800]
+    assert "Uncaught" not in dom.stderr and "CONSOLE" not in dom.stderr
+    shot = tmp_path / "vae.png"
+    subprocess.run([chromium, *flags, "--window-size=1200,3200", f"--screenshot={shot}", page.as_uri()],
+                   capture_output=True, timeout=120)
+    assert shot.stat().st_size > 50_000
+    for name in ("influence/self", "neighbours/distance", "log p out"):
+        assert name in page.read_text()

@@ -10,7 +10,7 @@ from scipy.special import logsumexp
 import genmem
 from genmem.errors import GenmemError
 from genmem.memorization import make_folds
-from genmem.models import KDE
+from genmem.models import GMM, KDE
 
 
 def brute_fold_logp(X, assignment, h):
@@ -131,6 +131,17 @@ def test_existing_file_of_another_run_is_refused_without_force(tmp_path, rng):
         forced.config["model"]["params"]["bandwidth"]
 
 
+def test_a_run_of_an_older_model_revision_is_another_run(tmp_path, rng, monkeypatch):
+    X = rng.normal(size=(30, 2))
+    out = tmp_path / "run.h5"
+    new = genmem.kfold(GMM(2), X, folds=3, out=out)
+    assert new.config["model"]["revision"] == GMM.revision == 1
+    assert "revision" not in genmem.kfold(KDE(0.5), X, folds=3).config["model"]  # revision 0: not recorded
+    monkeypatch.setattr(GMM, "revision", 0)  # what a file of genmem 0.1's GMM holds
+    with pytest.raises(GenmemError, match="different run.*--force"):
+        genmem.kfold(GMM(2), X, folds=3, out=out)
+
+
 def test_not_hdf5_and_foreign_hdf5_are_clear_errors(tmp_path):
     (tmp_path / "a.h5").write_text("hello")
     with pytest.raises(GenmemError, match="not an HDF5 file"):
@@ -154,7 +165,7 @@ def test_bad_data(X, msg):
 
 def test_unknown_model_name():
     with pytest.raises(GenmemError, match="unknown model"):
-        genmem.kfold("flow", np.zeros((4, 2)), folds=2)
+        genmem.kfold("glow", np.zeros((4, 2)), folds=2)
 
 
 def test_views_are_added_atomically_and_rank_in_top(tmp_path, rng):

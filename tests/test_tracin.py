@@ -11,13 +11,14 @@ from test_cli import assert_one_line_error, run  # the CLI test helpers
 from torch import nn
 
 import genmem
-import genmem.influence.tracin as tracin_module
+import genmem.influence.kfold_tracin as kfold_tracin_module
+import genmem.influence.projection as projection_module
 from genmem.errors import GenmemError
 from genmem.influence import (KFoldTracIn, TopInfluence, TracIn, load_vae_checkpoint, module_loss, vae_negative_elbo,
                               vae_tracin)
 from genmem.influence.tracin import TEST_STREAM, TRAIN_STREAM
 from genmem.models.vae import VAE
-from genmem.models.vae.nets import VAENet, init_parameters
+from genmem.models.vae.nets import VAENet
 
 
 def make_mlp(seed):
@@ -71,11 +72,11 @@ def test_mlp_equals_brute_force(mlp_setup):
     ref_self, ref_matrix = brute_force_mlp(net, checkpoints, X, Z)
     tr = TracIn(module_loss(make_mlp(1), mse), checkpoints, chunk_size=4)
     np.testing.assert_allclose(tr.self_influence(X), ref_self, rtol=1e-5)
-    np.testing.assert_allclose(tr.influence(Z, X), ref_matrix, rtol=1e-5, atol=1e-5 * np.abs(ref_matrix).max())
+    np.testing.assert_allclose(tr.influence(Z, train=X), ref_matrix, rtol=1e-5, atol=1e-5 * np.abs(ref_matrix).max())
     # no noise: the unbiased self-influence is the plain one; chunking does not change values
     np.testing.assert_allclose(tr.self_influence(X, unbiased=True), ref_self, rtol=1e-12)
     other = TracIn(module_loss(make_mlp(1), mse), checkpoints, chunk_size=64)
-    np.testing.assert_allclose(other.influence(Z, X), tr.influence(Z, X), rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(other.influence(Z, train=X), tr.influence(Z, train=X), rtol=1e-12, atol=1e-12)
 
 
 def test_exact_influence_computes_each_training_gradient_once_per_checkpoint(mlp_setup, monkeypatch):
@@ -84,7 +85,7 @@ def test_exact_influence_computes_each_training_gradient_once_per_checkpoint(mlp
     rows = []
     original = tr.gradients
     monkeypatch.setattr(tr, "gradients", lambda params, R, eps=None: rows.append(len(R)) or original(params, R, eps))
-    matrix = tr.influence(Z, X)
+    matrix = tr.influence(Z, train=X)
     assert sum(rows) == len(checkpoints) * (len(X) + len(Z))  # 4 test rows in 2 chunks, 13 training rows in 5
     np.testing.assert_allclose(matrix, brute_force_mlp(net, checkpoints, X, Z)[1], rtol=1e-5,
                                atol=1e-5 * np.abs(matrix).max())
@@ -93,14 +94,14 @@ def test_exact_influence_computes_each_training_gradient_once_per_checkpoint(mlp
 def test_top_k_and_sign(mlp_setup):
     net, checkpoints, X, Z = mlp_setup
     tr = TracIn(module_loss(net, mse), checkpoints)
-    matrix = tr.influence(Z, X)
-    top = tr.influence(Z, X, k=3)
+    matrix = tr.influence(Z, train=X)
+    top = tr.influence(Z, k=3, train=X)
     assert isinstance(top, TopInfluence)
     np.testing.assert_array_equal(top.proponents, np.argsort(-matrix, axis=1)[:, :3])
     np.testing.assert_array_equal(top.opponents, np.argsort(matrix, axis=1)[:, :3])
     np.testing.assert_allclose(top.proponent_scores, np.take_along_axis(matrix, top.proponents, 1))
     # a test point identical to a training row: its TracIn with that row is that row's self-influence
-    np.testing.assert_allclose(tr.influence(X[5:6], X)[0, 5], tr.self_influence(X)[5], rtol=1e-12)
+    np.testing.assert_allclose(tr.influence(X[5:6], train=X)[0, 5], tr.self_influence(X)[5], rtol=1e-12)
 
 
 def test_sign_matches_a_gradient_step(mlp_setup):
@@ -109,7 +110,7 @@ def test_sign_matches_a_gradient_step(mlp_setup):
     params, _ = checkpoints[0]
     lr = 1e-6
     tr = TracIn(module_loss(net, mse), [(params, lr)])
-    matrix = tr.influence(Z, X)
+    matrix = tr.influence(Z, train=X)
     loss = module_loss(net, mse)
     g = torch.func.grad(loss)(params, X[2])
     stepped = {n: p - lr * g[n] for n, p in params.items()}
@@ -126,8 +127,8 @@ def test_projection_is_within_the_johnson_lindenstrauss_error(rng, kind):
     X = torch.as_tensor(rng.normal(size=(30, 6)))
     Z = torch.as_tensor(rng.normal(size=(20, 6)))
     d = 64
-    exact = TracIn(module_loss(net, mse), [(params, 1.0)]).influence(Z, X)
-    proj = TracIn(module_loss(net, mse), [(params, 1.0)], projection_dim=d, projection=kind, seed=3).influence(Z, X)
+    exact = TracIn(module_loss(net, mse), [(params, 1.0)]).influence(Z, train=X)
+    proj = TracIn(module_loss(net, mse), [(params, 1.0)], X, projection_dim=d, projection=kind, seed=3).influence(Z)
     nx = np.sqrt(TracIn(module_loss(net, mse), [(params, 1.0)]).self_influence(X))
     nz = np.sqrt(TracIn(module_loss(net, mse), [(params, 1.0)]).self_influence(Z))
     scale = nz[:, None] * nx[None, :]
@@ -145,18 +146,18 @@ def test_projection_blocks_cache_and_train_features(mlp_setup, monkeypatch):
     net, checkpoints, X, Z = mlp_setup
     make = lambda: TracIn(module_loss(net, mse), checkpoints, projection_dim=16, seed=5)  # noqa: E731
     cached = make()
-    first = cached.influence(Z, X)
+    first = cached.influence(Z, train=X)
     assert cached._cache is not None
-    np.testing.assert_array_equal(cached.influence(Z, X), first)  # the stored training features
-    monkeypatch.setattr(tracin_module, "PROJECTION_BLOCK", 7)
-    monkeypatch.setattr(tracin_module, "PROJECTION_CACHE_LIMIT", 0)
+    np.testing.assert_array_equal(cached.influence(Z, train=X), first)  # the stored training features
+    monkeypatch.setattr(projection_module, "PROJECTION_BLOCK", 7)
+    monkeypatch.setattr(projection_module, "PROJECTION_CACHE_LIMIT", 0)
     blocked = make()
     assert blocked._project.cache is None and len(blocked._project.blocks) > 4
-    small_blocks = blocked.influence(Z, X)
-    monkeypatch.setattr(tracin_module, "PROJECTION_CACHE_LIMIT", 1 << 30)
-    np.testing.assert_allclose(make().influence(Z, X), small_blocks, rtol=1e-12, atol=1e-12)
+    small_blocks = blocked.influence(Z, train=X)
+    monkeypatch.setattr(projection_module, "PROJECTION_CACHE_LIMIT", 1 << 30)
+    np.testing.assert_allclose(make().influence(Z, train=X), small_blocks, rtol=1e-12, atol=1e-12)
     assert not np.allclose(small_blocks, first)  # other blocks, other matrix
-    other_seed = TracIn(module_loss(net, mse), checkpoints, projection_dim=16, seed=6).influence(Z, X)
+    other_seed = TracIn(module_loss(net, mse), checkpoints, projection_dim=16, seed=6).influence(Z, train=X)
     assert not np.allclose(other_seed, small_blocks)
 
 
@@ -174,7 +175,7 @@ def test_bad_checkpoints_and_data(mlp_setup):
         TracIn(loss, [checkpoints[0], (other, 0.1)])
     tr = TracIn(loss, checkpoints)
     with pytest.raises(GenmemError, match=r"rows have shape \(4,\)"):
-        tr.influence(Z[:, :4], X)
+        tr.influence(Z[:, :4], train=X)
     bad = X.clone()
     bad[3, 1] = float("nan")
     with pytest.raises(GenmemError, match="row 3"):
@@ -188,10 +189,10 @@ def test_bad_checkpoints_and_data(mlp_setup):
 def random_vae(likelihood, seed, *, n_features=6, latent=2, binarize=None):
     params = dict(latent_dim=latent, hidden=(5,), likelihood=likelihood, dtype="float64", binarize=binarize)
     net = VAENet(n_features, latent, (5,), learn_scale=likelihood != "bernoulli").double()
-    init_parameters(net, torch.Generator().manual_seed(seed))
-    if likelihood != "bernoulli":
-        with torch.no_grad():
-            net.decoder.log_scale.uniform_(-0.5, 0.5, generator=torch.Generator().manual_seed(seed + 1))
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in net.parameters():
+            p.uniform_(-0.5, 0.5, generator=gen)
     return VAE.from_state_dict(net.state_dict(), n_features=n_features, seed=seed, **params)
 
 
@@ -248,7 +249,7 @@ def test_vae_tracin_equals_brute_force(rng, likelihood):
     np.testing.assert_allclose(tr.self_influence(X), brute_force_vae(vae, checkpoints, X, eps0, eps0), rtol=1e-5)
     unbiased = tr.self_influence(X, unbiased=True)
     np.testing.assert_allclose(unbiased, brute_force_vae(vae, checkpoints, X, eps0, eps1), rtol=1e-5)
-    np.testing.assert_allclose(np.diag(tr.influence(X, X)), unbiased, rtol=1e-10)
+    np.testing.assert_allclose(np.diag(tr.influence(X, train=X)), unbiased, rtol=1e-10)
     # same seed, same draws: reproducible; another seed, other draws
     again = TracIn(vae_negative_elbo(vae), checkpoints, noise_shape=(2, 2), seed=4)
     np.testing.assert_allclose(again.self_influence(X), tr.self_influence(X), rtol=1e-12)
@@ -314,13 +315,13 @@ def test_cli_vae_self_influence_averages_units(vae_run, tmp_path, monkeypatch):
     folder, X = vae_run
     out = tmp_path / "run.h5"
     shutil.copy(folder / "run.h5", out)
-    shutil.copytree(folder / "run.units", tmp_path / "run.units")
+    shutil.copytree(folder / "run.h5.units", tmp_path / "run.h5.units")
     result = run(["influence", out, "--self", "--device", "cpu", "--seed", 3])
     assert result.exit_code == 0, result.output
     res = genmem.read_result(out)
     total, count = np.zeros(len(X)), np.zeros(len(X))
     for r, k in zip(*np.nonzero(res.done)):
-        vae, checkpoints, _ = load_vae_checkpoint(tmp_path / "run.units" / f"unit_r{r}_k{k}.pt")
+        vae, checkpoints, _ = load_vae_checkpoint(tmp_path / "run.h5.units" / f"unit_r{r}_k{k}.pt")
         mask = res.assignment[r] != k
         Xm = torch.as_tensor(X[mask])
         eps = TracIn(vae_negative_elbo(vae), checkpoints, noise_shape=(1, 2), seed=3).noise(len(Xm), TRAIN_STREAM)
@@ -333,11 +334,11 @@ def test_cli_vae_self_influence_averages_units(vae_run, tmp_path, monkeypatch):
     assert json.loads(attrs["lrs"]) == [2e-3, 2e-3] and attrs["units"] == 3
     # the library object reads each unit's file once, however many computations follow
     reads = []
-    monkeypatch.setattr(torch, "load", lambda *a, _load=torch.load, **kw: reads.append(a[0]) or _load(*a, **kw))
+    monkeypatch.setattr(kfold_tracin_module, "verified_bytes", lambda *a, _read=kfold_tracin_module.verified_bytes: reads.append(a[1]) or _read(*a))
     inf = KFoldTracIn(res, out, seed=3)
     np.testing.assert_allclose(inf.self_influence(), total / count, rtol=1e-5)
     matrix = inf.influence(X[[2]])
-    assert sorted(reads) == sorted(inf.files.values())
+    assert sorted(reads) == sorted(path.name for path in inf.files.values())
     test = run(["influence", out, "--test-index", 2, "-k", 3, "--json", "--device", "cpu", "--seed", 3])
     assert test.exit_code == 0, test.output
     np.testing.assert_allclose(genmem.read_result(out).views["influence/test"], matrix.T, rtol=1e-12)
@@ -348,10 +349,10 @@ def test_cli_vae_bad_checkpoints(vae_run, tmp_path):
     assert_one_line_error(run(["influence", folder / "bare.h5", "--self"]), "no VAE checkpoints", "checkpoints > 0")
     out = tmp_path / "run.h5"
     shutil.copy(folder / "run.h5", out)
-    shutil.copytree(folder / "run.units", tmp_path / "run.units")
-    shutil.copy(folder / "other.units" / "unit_r0_k1.pt", tmp_path / "run.units" / "unit_r0_k1.pt")
-    assert_one_line_error(run(["influence", out, "--self"]), "another run")
-    (tmp_path / "run.units" / "unit_r0_k1.pt").unlink()
+    shutil.copytree(folder / "run.h5.units", tmp_path / "run.h5.units")
+    shutil.copy(folder / "other.h5.units" / "unit_r0_k1.pt", tmp_path / "run.h5.units" / "unit_r0_k1.pt")
+    assert_one_line_error(run(["influence", out, "--self"]), "unit_r0_k1.pt differs from the file the run wrote")
+    (tmp_path / "run.h5.units" / "unit_r0_k1.pt").unlink()
     assert_one_line_error(run(["influence", out, "--self"]), "1 of 3 checkpoint files are missing", "unit_r0_k1.pt")
     np.save(tmp_path / "z.npy", np.zeros((2, 3)))
     assert_one_line_error(run(["influence", folder / "run.h5", "--test-data", tmp_path / "z.npy"]), "6 features")

@@ -1,20 +1,25 @@
 """``genmem gan``: train the built-in GAN with memorization rejection and evaluate it, or sweep τ."""
+import contextlib
+import hashlib
 import importlib.util
 import json
-import os
 from pathlib import Path
 
 import click
+import numpy as np
 
 from ..device import DEVICES, resolve_device
 from ..errors import GenmemError
 from ..gan import evaluate_gan, load_gan_data, sweep_tau, train_gan, write_gan
 from ..gan.nets import ARCHS
 from ..gan.rejection import DEFAULT_MAX_TRIES, MODES
-from ..gan.train import LOSSES, parse_tau_list
+from ..gan.metrics import check_sample_memory
+from ..gan.train import LOSSES
 from ..neighbours import NeighbourBank
 from ..neighbours.copying import DEFAULT_MIN_GENERATED
+from ..outputs import check_folder, claim, output_lock, write_json, write_png
 from ..plots import plot_tau_sweep
+from .figures import save_figure, use_agg
 from ..results.provenance import jsonable, provenance
 
 
@@ -28,6 +33,15 @@ def _seeds(ctx, param, value):
     if not seeds or min(seeds) < 0:
         raise click.BadParameter(f"expected comma-separated integer seeds >= 0 such as 0,1,2; got {value!r}")
     return seeds
+
+
+def parse_tau_list(spec):
+    """``"0,0.5x,1x,auto,0.12"`` → a list of τ specs (strings; validated against a bank by resolve_tau)."""
+    items = [item.strip() for item in str(spec).split(",") if item.strip()]
+    if not items:
+        raise GenmemError(f"give the thresholds to sweep as a comma-separated list such as 0,0.5x,1x,1.5x; "
+                          f"got {spec!r}")
+    return items
 
 
 def _tau(value):
@@ -83,10 +97,11 @@ def _tau(value):
               help="Output: the run's HDF5 file [gan.h5], or with --sweep-tau the JSON table [gan_tau_sweep.json].")
 @click.option("--plot", type=click.Path(dir_okay=False), help="Sweep: the PNG plot [--out with suffix .png].")
 @click.option("--log-every", default=0, show_default=True, help="Log training progress every N steps (with -v).")
+@click.option("--force", is_flag=True, help="Replace existing output files that hold another run.")
 @click.option("--json", "as_json", is_flag=True, help="Print the metrics as JSON.")
 def gan(dataset, data_dir, limit, test_fraction, split_seed, embed, tau, sweep_tau, seed, seeds, mode, max_tries,
         reject_in_discriminator, steps, batch_size, n_dis, loss, lr, beta1, beta2, z_dim, width, arch, n_samples,
-        n_cells, inception, device, out, plot, log_every, as_json):
+        n_cells, inception, device, out, plot, log_every, force, as_json):
     """Train a GAN with memorization rejection (Bai et al. 2022), then evaluate the unrejected generator.
 
     Samples are compared with held-out test images in the neighbour bank's
@@ -110,31 +125,54 @@ def gan(dataset, data_dir, limit, test_fraction, split_seed, embed, tau, sweep_t
         raise GenmemError(f"--cells must be a positive integer; got {n_cells}")
     out = Path(out or ("gan.h5" if sweep_tau is None else "gan_tau_sweep.json"))
     plot = None if sweep_tau is None else Path(plot) if plot else out.with_suffix(".png")
-    for path in (out, plot):
-        if path is not None and not path.parent.is_dir():
-            raise GenmemError(f"the output folder {path.parent} does not exist; create it or choose another path")
+    outputs = [(out, "--out", None)] + [(plot, "--plot", (".png",))] * (plot is not None)
+    for path, option, _ in outputs:
+        check_folder(path, option)
     data = load_gan_data(dataset, data_dir=data_dir, limit=limit, test_fraction=test_fraction,
                          split_seed=split_seed)
     if n_cells is not None and n_cells > len(data.train):
         raise GenmemError(f"--cells {n_cells} exceeds the {len(data.train)} training images; choose fewer cells")
-    if data.info["test_source"] == "holdout":
-        click.echo(f"{dataset}: no test split used; held out a seeded {data.info['test_fraction']:g} "
-                   f"({data.info['n_test']} images, split seed {split_seed}) as the test set", err=True)
+    check_sample_memory(len(data.test) if n_samples is None else n_samples, data.test.shape[1:])
+    identity = _identity(click.get_current_context().params, data)
+    inputs = [dataset.rpartition(":")[2], inception, embed.rpartition(":")[2]]
+    for path, option, suffixes in outputs:
+        claim(path, identity, force=force, inputs=inputs, option=option, suffixes=suffixes)
+    with output_lock(out), output_lock(plot) if plot is not None else contextlib.nullcontext():
+        if data.info["test_source"] == "holdout":
+            click.echo(f"{dataset}: no test split used; held out a seeded {data.info['test_fraction']:g} "
+                       f"({data.info['n_test']} images, split seed {split_seed}) as the test set", err=True)
+        _gan(data, embed, tau, sweep_tau, seed, seeds, steps, n_samples, n_cells, inception, device, out,
+             plot, as_json, identity, mode=mode, max_tries=max_tries, apply_to_discriminator=reject_in_discriminator,
+             batch_size=batch_size, n_dis=n_dis, loss=loss, lr=lr, betas=(beta1, beta2), z_dim=z_dim, width=width,
+             arch=arch, log_every=log_every)
+
+
+def _identity(params, data):
+    """What determines a GAN command's outputs: its options (not where it writes) and the data's bytes."""
+    what = {key: value for key, value in params.items() if key not in ("out", "plot", "force", "as_json", "log_every")}
+    what["device"] = resolve_device(params["device"]).type
+    digest = hashlib.sha256(json.dumps(jsonable(what), sort_keys=True, default=str).encode())
+    for images in (data.train, data.test):
+        digest.update(np.ascontiguousarray(images).tobytes())
+    return f"gan:{digest.hexdigest()}"
+
+
+def _gan(data, embed, tau, sweep_tau, seed, seeds, steps, n_samples, n_cells, inception, device, out, plot,
+         as_json, identity, **train_args):
     dev = resolve_device(device)
     run_seeds = seeds or [seed]
     bank = NeighbourBank(embed, data.train, metric="cosine", device=dev,
                          seed=run_seeds[0] if sweep_tau is not None else seed)
-    train_args = {"mode": mode, "max_tries": max_tries, "apply_to_discriminator": reject_in_discriminator,
-                  "steps": steps, "batch_size": batch_size, "n_dis": n_dis, "loss": loss, "lr": lr,
-                  "betas": (beta1, beta2), "z_dim": z_dim, "width": width, "arch": arch, "log_every": log_every}
+    train_args["steps"] = steps
     if sweep_tau is not None:
         _sweep(data, bank, sweep_tau, run_seeds, train_args, n_samples, n_cells, inception, dev, out, plot,
-               as_json)
+               as_json, identity)
         return
     run = train_gan(data.train, tau=_tau(tau), bank=bank, seed=seed, device=dev, **train_args)
     ev = evaluate_gan(run.generator, bank, data.test, n_samples=n_samples, n_cells=n_cells, seed=seed,
                       inception=inception)
-    write_gan(out, run, ev, data_info=data.info, train_index=data.train_index, test_index=data.test_index)
+    write_gan(out, run, ev, data_info=data.info, train_index=data.train_index, test_index=data.test_index,
+              identity=identity)
     click.echo(f"wrote {out}", err=True)
     rate = run.history.get("rejection_rate")
     summary = {**ev.metrics, "tau": run.tau, "tau_auto": run.tau_auto, "train_seconds": run.seconds,
@@ -157,13 +195,14 @@ def gan(dataset, data_dir, limit, test_fraction, split_seed, embed, tau, sweep_t
                f"test mean {ev.metrics['nn_test_mean']:.6g}")
 
 
-def _sweep(data, bank, spec, seeds, train_args, n_samples, n_cells, inception, device, out, plot, as_json):
+def _sweep(data, bank, spec, seeds, train_args, n_samples, n_cells, inception, device, out, plot, as_json, identity):
     table = sweep_tau(data.train, data.test, parse_tau_list(spec), seeds=seeds, bank=bank, n_samples=n_samples,
                       n_cells=n_cells, inception=inception, device=device, **train_args)
     table["data"] = data.info
     table["meta"] = provenance(device)
-    _write_json(out, table)
-    plot_tau_sweep(table, plot)
+    write_json(out, jsonable(table), identity)
+    use_agg()
+    write_png(plot, lambda path: save_figure(plot_tau_sweep(table), path), identity)
     click.echo(f"wrote {out} and {plot}", err=True)
     if as_json:
         click.echo(json.dumps(table["summary"], indent=1))
@@ -181,14 +220,3 @@ def _sweep(data, bank, spec, seeds, train_args, n_samples, n_cells, inception, d
 
 def _sd(value, fmt=".3f"):
     return "-" if value is None else format(value, fmt)
-
-
-def _write_json(path, value):
-    """Write ``value`` as JSON to ``path`` atomically (a temporary file in the same folder, then a rename)."""
-    text = json.dumps(jsonable(value), indent=1) + "\n"
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        tmp.write_text(text)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)

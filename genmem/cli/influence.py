@@ -1,6 +1,7 @@
 """``genmem influence``: influence of training examples, stored as views of a results file."""
 import hashlib
 import json
+import zipfile
 from pathlib import Path
 
 import click
@@ -9,47 +10,74 @@ import torch
 from scipy.stats import spearmanr
 
 from ..device import DEVICES, resolve_device
+from ..distributed import ProcessGroup, rank_device, share, torchrun_world
 from ..errors import GenmemError
-from ..influence import GMMInfluence, KDEInfluence, KFoldTracIn, gather_influence
-from ..models import GMM
-from ..results import add_views, read_result
+from ..influence import KFoldTracIn, gather_influence, influence_for
+from ..models import KDE, MODELS
+from ..models.base import accepts_rng
+from ..outputs import check_folder, output_lock
+from ..results import add_views
+from ..results.provenance import import_qualified, rebuild
+from ..results.verify import check_stored_data
 from ..validation import check_data
+from .runs import finished_run
 
 #: Largest influence matrix [N, n_test] stored in a results file.
 MAX_STORED = 1 << 27
 
 
-def influencer(result, file, *, device="auto", seed=0, draws=1, unbiased=False, projection_dim=None, chunk_size=16):
+def influencer(result, file, *, device="auto", seed=0, draws=1, unbiased=False, projection_dim=None, cosine=False,
+               chunk_size=16):
     """The object computing influence for the run in ``result``, and a function describing it.
 
-    KDE: the exact closed form on the run's data with its bandwidth. GMM: the
-    one-step approximation for a mixture fitted by EM on all of the run's
-    data, with the run's parameters and root seed. VAE: TracIn from the
-    units' checkpoints, averaged over the units that trained on each example.
+    VAE: TracIn from the units' checkpoints, averaged over the units that
+    trained on each example. Any other model is rebuilt from the run's
+    configuration (its class imported) and handed to
+    :func:`genmem.influence.influence_for`: the KDE's exact closed form on the
+    run's data; for the others a model fitted by its own ``fit`` on all of the
+    run's data with the run's parameters and root seed, then the GMM's one-step
+    approximation, or a custom model's ``influence_estimator`` hook.
 
     Returns
     -------
     (object with ``self_influence()`` and ``influence(Z)``, callable returning the attributes to store)
     """
-    name, params = result.config["model"]["name"], dict(result.config["model"]["params"])
+    name = result.config["model"]["name"]
     _stored_data(result, file)
     device = str(resolve_device(device))
     if name == "vae":
         inf = KFoldTracIn(result, file, draws=draws, seed=seed, projection_dim=projection_dim,
-                          chunk_size=chunk_size, device=device, unbiased=unbiased)
+                          normalize="cosine" if cosine else None, chunk_size=chunk_size, device=device,
+                          unbiased=unbiased)
         return inf, inf.attrs
-    if unbiased or projection_dim is not None or draws != 1:
-        raise GenmemError(f"--unbiased, --draws and --projection-dim apply to VAE runs; {file} is a {name} run")
-    if name == "kde":
-        inf = KDEInfluence(result.x, params["bandwidth"], device=device, dtype=params.get("dtype", "float64"))
-        return inf, lambda: {"method": "kde-closed-form", "bandwidth": inf.bandwidth_}
-    if name == "gmm":
-        params["device"] = device
-        gmm = GMM(**params).fit(result.x, rng=int(result.config["seed"]))
-        return GMMInfluence(gmm, result.x, device=device), lambda: {
-            "method": "gmm-one-step", "fit": "GMM fitted by EM on all rows with the run's parameters",
-            "fit_seed": int(result.config["seed"]), "converged": gmm.converged_}
-    raise GenmemError(f"{file} is a {name} run; influence is available for kde, gmm and vae runs")
+    if unbiased or projection_dim is not None or draws != 1 or cosine:
+        raise GenmemError(f"--unbiased, --draws, --cosine and --projection-dim apply to VAE runs; {file} is a {name} run")
+    model = _run_model(result)
+    if "device" in model.get_params(deep=False):
+        model.set_params(device=device)
+    fit_seed = int(result.config["seed"])
+    described = {}
+    if not isinstance(model, KDE):
+        model = model.fit(result.x, rng=fit_seed) if accepts_rng(model.fit) else model.fit(result.x)
+        described = {"fit": f"{type(model).__name__} fitted on all rows with the run's parameters",
+                     "fit_seed": fit_seed}
+        if hasattr(model, "converged_"):
+            described["converged"] = bool(model.converged_)
+    inf = influence_for(model, result.x, rng=fit_seed, device=device)
+    method = inf.attrs() if callable(getattr(inf, "attrs", None)) else {"method": type(inf).__name__}
+    return inf, lambda: {**method, **described}
+
+
+def _run_model(result):
+    """A new, unfitted model of the run: a registered model from its name, any other from its recorded class."""
+    spec = result.config["model"]
+    if spec["name"] in MODELS:
+        return MODELS[spec["name"]](**spec["params"])
+    if "class" not in spec:
+        raise GenmemError(f"the run records no class for its model {spec['name']!r}; re-run it with this genmem")
+    what = f"the model {spec['name']!r}"
+    cls = import_qualified(spec["class"], f"the class of {what}")
+    return cls(**rebuild(spec["params"], f"a parameter of {what}"))
 
 
 def _stored_data(result, file):
@@ -79,18 +107,21 @@ def _load_test_data(path, n_features):
         raise GenmemError(f"no such file: {path}; --test-data takes a .npy or .npz array [n, {n_features}]")
     try:
         loaded = np.load(path, allow_pickle=False)
-    except (OSError, ValueError) as exc:
-        raise GenmemError(f"{path} cannot be read as .npy or .npz ({exc})") from None
-    if isinstance(loaded, np.lib.npyio.NpzFile):
-        with loaded:
-            keys = list(loaded.keys())
-            if len(keys) != 1 and "x" not in keys:
-                raise GenmemError(f"{path} holds arrays {keys}; store the test points alone or under the name 'x'")
-            loaded = loaded["x" if "x" in keys else keys[0]]
-    if loaded.ndim != 2 or loaded.shape[1] != n_features:
+        keys = None
+        if isinstance(loaded, np.lib.npyio.NpzFile):
+            with loaded:
+                keys = list(loaded.keys())
+                if len(keys) == 1 or "x" in keys:
+                    loaded = loaded["x" if "x" in keys else keys[0]]
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+        raise GenmemError(f"{path} cannot be read as .npy or .npz ({exc or 'empty file'}); store a numeric array "
+                          "with numpy.save") from None
+    if not isinstance(loaded, np.ndarray):
+        raise GenmemError(f"{path} holds arrays {keys}; store the test points alone or under the name 'x'")
+    if loaded.dtype.kind not in "biuf" or loaded.ndim != 2 or loaded.shape[1] != n_features:
         raise GenmemError(
-            f"test data {path} has shape {loaded.shape} but the run's data has {n_features} features; "
-            f"give an array [n, {n_features}] preprocessed like the run's data"
+            f"test data {path} holds {loaded.dtype} {loaded.shape} but the run's data has {n_features} features; "
+            f"give a numeric array [n, {n_features}] preprocessed like the run's data"
         )
     return check_data(loaded, name="test data", n_features=n_features)
 
@@ -129,18 +160,23 @@ def _row_info(result, i, score):
 @click.option("--draws", default=1, show_default=True, help="VAE: ε draws per example in the −ELBO.")
 @click.option("--unbiased", is_flag=True,
               help="VAE: unbiased self-influence (gradients under two independent ε draws).")
+@click.option("--cosine", is_flag=True,
+              help="VAE: gradient-normalised TracIn (cosine of gradients; self-influence needs --unbiased).")
 @click.option("--projection-dim", type=int, help="VAE: random projection of gradients for test influence.")
 @click.option("--chunk-size", default=16, show_default=True,
               help="VAE: examples per gradient chunk (larger on a GPU, e.g. 256).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of tables.")
-def influence(file, self_, test_index, test_data, top_k, device, seed, draws, unbiased, projection_dim, chunk_size,
-              as_json):
+def influence(file, self_, test_index, test_data, top_k, device, seed, draws, unbiased, cosine, projection_dim,
+              chunk_size, as_json):
     """Influence of the training examples of a results FILE, stored in it as views.
 
     IF(x, z) = ℓ(z; D without x) − ℓ(z; D), ℓ = −log p (−ELBO for a VAE):
     positive for proponents. --self writes /influence/self [N] (rank with
     'genmem top FILE --by influence/self'); --test-index/--test-data write
     /influence/test [N, n_test] and list the top proponents and opponents.
+    Under torchrun (torchrun --nproc-per-node P -m genmem influence FILE
+    --self), a VAE run's units are shared among the processes and rank 0
+    writes the same values a single process would.
     """
     if not (self_ or test_index or test_data):
         raise GenmemError("nothing to do: pass --self, --test-index I or --test-data PATH")
@@ -148,17 +184,45 @@ def influence(file, self_, test_index, test_data, top_k, device, seed, draws, un
         raise GenmemError("pass either --test-index or --test-data, not both")
     if top_k < 1:
         raise GenmemError(f"-k must be at least 1; got {top_k}")
-    result = read_result(file)
-    if not result.complete:
-        raise GenmemError(f"{file} holds an unfinished run; finish it with the same 'genmem kfold' command first")
+    world = torchrun_world()
+    if world is not None:
+        device = rank_device(str(resolve_device(device)), world)
+    args = (file, self_, test_index, test_data, top_k, device, seed, draws, unbiased, cosine, projection_dim,
+            chunk_size, as_json, world)
+    if world is not None and not world.root:  # under torchrun, ranks > 0 only compute a share of the units
+        _influence(*args)
+        return
+    check_folder(file, "FILE")  # the views are written into FILE: its folder must be writable
+    with output_lock(file):
+        _influence(*args)
+
+
+def _self_influence(inf, world, device):
+    """Self-influence of every example; under torchrun, the units' shares pooled on rank 0 (None elsewhere)."""
+    if world is None or not isinstance(inf, KFoldTracIn):
+        return inf.self_influence() if world is None or world.root else None
+    with ProcessGroup(world, device) as group:
+        parts = group.gather(inf.unit_self_influences(share(list(inf.files), world.rank, world.size)))
+    if not world.root:
+        return None
+    return inf.self_influence(per_unit={key: value for part in parts for key, value in part.items()})
+
+
+def _influence(file, self_, test_index, test_data, top_k, device, seed, draws, unbiased, cosine, projection_dim,
+               chunk_size, as_json, world):
+    root = world is None or world.root
+    result = finished_run(file)
+    check_stored_data(result, file)
     testing = bool(test_index or test_data)
     if testing:  # checked before any computation
         Z, source, rows = _test_points(result, file, test_index, test_data)
     inf, describe = influencer(result, file, device=device, seed=seed, draws=draws, unbiased=unbiased,
-                               projection_dim=projection_dim, chunk_size=chunk_size)
+                               projection_dim=projection_dim, cosine=cosine, chunk_size=chunk_size)
     report, views, attrs = {}, {}, {}
     if self_:
-        values = inf.self_influence()
+        values = _self_influence(inf, world, device)
+        if not root:
+            return
         self_attrs = describe()
         rho = float(spearmanr(values, result.memorization)[0])
         views["influence/self"] = values
@@ -166,6 +230,8 @@ def influence(file, self_, test_index, test_data, top_k, device, seed, draws, un
         order = np.argsort(-values, kind="stable")[:top_k]
         report["self"] = {"attrs": self_attrs, "spearman_memorization": rho, "mean": float(values.mean()),
                           "max": float(values.max()), "top": [_row_info(result, i, values[i]) for i in order]}
+    if not root:
+        return
     if testing:
         matrix = inf.influence(Z)
         views["influence/test"] = matrix.T
@@ -176,7 +242,7 @@ def influence(file, self_, test_index, test_data, top_k, device, seed, draws, un
              "proponents": [_row_info(result, i, s) for i, s in zip(top.proponents[j], top.proponent_scores[j])],
              "opponents": [_row_info(result, i, s) for i, s in zip(top.opponents[j], top.opponent_scores[j])]}
             for j in range(len(Z))]
-    add_views(file, views, attrs)
+    add_views(file, views, attrs, fingerprint=result.config["fingerprint"])
     _print(report, file, as_json, bool(test_data))
 
 

@@ -4,12 +4,17 @@ import json
 import click
 import numpy as np
 
+from ..errors import GenmemError
 from ..results import read_result
+from ..results.verify import verify as verify_result
 
 
 @click.command()
 @click.argument("file", type=click.Path(dir_okay=False))
-def info(file):
+@click.option("--verify", is_flag=True,
+              help="Also check the file against its run: data hash, folds, unit seeds, scores recomputed from "
+                   "/loglik, the run each view was written for, the per-unit files' hashes.")
+def info(file, verify):
     """Show the configuration, provenance and contents of a results FILE."""
     result = read_result(file)
     R, K, N = result.loglik.shape
@@ -31,3 +36,11 @@ def info(file):
         m = result.memorization
         click.echo(f"memorization: mean {m.mean():.4g}, std {m.std():.4g}, max {m.max():.4g} "
                    f"(row {int(np.argmax(m))})")
+    if verify:
+        failed = []
+        for name, ok, detail in verify_result(result, file):
+            click.echo(f"verify {name}: {'ok' if ok else 'n/a' if ok is None else 'FAILED'}{' — ' + detail if detail else ''}")
+            if ok is False:
+                failed.append(name)
+        if failed:
+            raise GenmemError(f"{file} failed verification ({', '.join(failed)}); re-run the command that made it")

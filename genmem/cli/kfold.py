@@ -1,5 +1,6 @@
 """``genmem kfold``: leave-out memorization scores by K-fold holdout training."""
 import dataclasses
+import logging
 import sys
 from pathlib import Path
 
@@ -9,10 +10,13 @@ from click.core import ParameterSource
 
 from ..data import load_dataset, prepare
 from ..device import DEVICES
+from ..distributed import parse_shard, shard_path, torchrun_world
 from ..errors import GenmemError
 from ..memorization import ESTIMATORS, kfold as run_kfold
 from ..models import MODELS, make_model
 from ..models.vae import PRESETS
+from ..results import read_result
+from . import interrupted_exit_code
 
 
 def _bandwidth(value):
@@ -34,6 +38,8 @@ def _widths(ctx, param, value):
 #: VAE options passed to the model only when given (the model's defaults live in the VAE class).
 VAE_OPTIONS = ("latent_dim", "hidden", "arch", "likelihood", "epochs", "batch_size", "lr", "num_samples",
                "checkpoints", "eval_every", "tf32", "cuda_graph", "compile")
+#: Flow options passed to the model only when given.
+FLOW_OPTIONS = ("layers", "hidden", "epochs", "batch_size", "lr")
 
 
 def _units_per_batch(ctx, param, value):
@@ -55,6 +61,8 @@ def model_params(name, options, prepared):
     if name == "gmm":
         return {"n_components": options["components"], "covariance_type": options["covariance"],
                 "n_init": options["n_init"], "reg_covar": options["reg_covar"], "max_iter": options["max_iter"]}
+    if name == "flow":
+        return {key: options[key] for key in FLOW_OPTIONS if options[key] is not None}
     params = {key: options[key] for key in VAE_OPTIONS if options[key] is not None}
     if prepared.info.get("binarize") == "dynamic":
         params["binarize"] = "dynamic"
@@ -89,7 +97,8 @@ def _apply_preset(ctx, args):
 @click.option("--pca", type=int, help="Project onto this many principal components first.")
 @click.option("--binarize", type=click.Choice(["fixed", "dynamic"]), help="Binarize pixels (dynamic: VAE only).")
 @click.option("--dequantize/--no-dequantize", default=None,
-              help="Uniform dequantization of discrete pixel values [default: on for the VAE on grey levels].")
+              help="Uniform dequantization of discrete pixel values [default: on for the VAE and the flow on "
+                   "grey levels].")
 @click.option("--pad-to", type=int, help="Zero-pad square images to this size (e.g. 32).")
 @click.option("--bandwidth", default="scott", show_default=True, help="KDE: float, scott, silverman or cv.")
 @click.option("--components", default=10, show_default=True, help="GMM: mixture components.")
@@ -99,13 +108,15 @@ def _apply_preset(ctx, args):
 @click.option("--reg-covar", default=1e-6, show_default=True, help="GMM: added to covariance diagonals.")
 @click.option("--max-iter", default=100, show_default=True, help="GMM: EM iterations at most.")
 @click.option("--latent-dim", type=int, help="VAE: latent size.")
-@click.option("--hidden", callback=_widths, help="VAE: encoder widths, e.g. 512,256 (decoder mirrors).")
+@click.option("--hidden", callback=_widths,
+              help="VAE: encoder widths, e.g. 512,256 (decoder mirrors); Flow: widths of each coupling MLP.")
 @click.option("--arch", type=click.Choice(["mlp", "conv"]), help="VAE: encoder/decoder architecture.")
 @click.option("--likelihood", type=click.Choice(["bernoulli", "logit-normal", "gaussian"]),
               help="VAE: p(x|z) [default: from the data].")
-@click.option("--epochs", type=int, help="VAE: training epochs.")
-@click.option("--batch-size", type=int, help="VAE: minibatch size.")
-@click.option("--lr", type=float, help="VAE: Adam learning rate.")
+@click.option("--epochs", type=int, help="VAE/Flow: training epochs.")
+@click.option("--batch-size", type=int, help="VAE/Flow: minibatch size.")
+@click.option("--lr", type=float, help="VAE/Flow: Adam learning rate.")
+@click.option("--layers", type=int, help="Flow: affine coupling layers.")
 @click.option("--num-samples", type=int, help="VAE: importance samples per example for log p.")
 @click.option("--checkpoints", type=int, help="VAE: checkpoints saved per unit (for influence).")
 @click.option("--eval-every", type=int, help="VAE: also evaluate log p every E epochs (/units/loglik_epochs).")
@@ -123,7 +134,11 @@ def _apply_preset(ctx, args):
               help="Root seed of folds, models and dequantization.")
 @click.option("--device", type=click.Choice(DEVICES), default="auto", show_default=True)
 @click.option("--out", "-o", type=click.Path(dir_okay=False), help="Results file [default: DATASET-MODEL-kK.h5].")
-@click.option("--force", is_flag=True, help="Overwrite an existing results file of another run.")
+@click.option("--shard", metavar="I/N",
+              help="Run only shard I of N of the units (job arrays), into OUT.shard-I-of-N; then genmem merge OUT.")
+@click.option("--force", is_flag=True,
+              help="Replace an existing results file of another run (a partial of this same run still resumes).")
+@click.option("--restart", is_flag=True, help="Discard this run's own saved progress and start over.")
 @click.option("--no-store-data", is_flag=True, help="Do not store the data array and images in the file.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 @click.pass_context
@@ -136,12 +151,12 @@ def kfold(ctx, **args):
     if args["preset"]:
         _apply_preset(ctx, args)
     if args["model_name"] is None:
-        raise GenmemError("no model chosen; pass --model kde, gmm or vae (or a --preset)")
+        raise GenmemError("no model chosen; pass --model kde, gmm, vae or flow (or a --preset)")
     _run(**args)
 
 
 def _run(model_name, preset, folds, repeats, dataset, data_dir, split, limit, pca, binarize, dequantize, pad_to,
-         estimator, units_per_batch, seed, device, out, force, no_store_data, quiet, **options):
+         estimator, units_per_batch, seed, device, out, force, restart, shard, no_store_data, quiet, **options):
     if binarize == "dynamic" and model_name != "vae":
         raise GenmemError(f"--binarize dynamic draws fresh binary pixels while training, which only the VAE does; "
                           f"use --binarize fixed with --model {model_name}")
@@ -150,24 +165,55 @@ def _run(model_name, preset, folds, repeats, dataset, data_dir, split, limit, pc
         if limit < 2:
             raise GenmemError(f"--limit must be at least 2; got {limit}")
         data = dataclasses.replace(data, x=data.x[:limit], labels=data.labels[:limit], index=data.index[:limit])
-    if dequantize is None:  # the VAE's logit-normal needs continuous values: dequantize grey levels
-        dequantize = model_name == "vae" and binarize is None and (data.levels or 0) > 2
+    if dequantize is None:  # the VAE's logit-normal and the flow need continuous values: dequantize grey levels
+        dequantize = model_name in ("vae", "flow") and binarize is None and (data.levels or 0) > 2
     prepared = prepare(data, pca=pca, binarize=binarize, dequantize=dequantize, pad_to=pad_to, seed=seed)
     model = make_model(model_name, **model_params(model_name, options, prepared))
     name = dataset.split(":", 1)[-1]
     out = Path(out or f"{Path(name).stem}-{model_name}-k{folds}.h5")
-    click.echo(f"genmem kfold: {model_name} on {dataset} ({prepared.X.shape[0]} examples, "
-               f"{prepared.X.shape[1]} features), K={folds}, R={repeats}, seed {seed}", err=True)
+    world = torchrun_world()
+    root = world is None or world.root
+    if world is not None:  # a line from every rank at its start and end
+        logging.getLogger("genmem.memorization.torchrun").setLevel(logging.INFO)
+    if shard is not None:
+        shard = parse_shard(shard)
+    if root:
+        part = "" if shard is None else f", shard {shard[0]}/{shard[1]}"
+        ranks = "" if world is None else f", {world.size} torchrun processes"
+        click.echo(f"genmem kfold: {model_name} on {dataset} ({prepared.X.shape[0]} examples, "
+                   f"{prepared.X.shape[1]} features), K={folds}, R={repeats}, seed {seed}{part}{ranks}", err=True)
     try:
         result = run_kfold(model, prepared.X, folds=folds, repeats=repeats, seed=seed, estimator=estimator,
                            device=device, units_per_batch=units_per_batch, labels=prepared.labels,
+                           label_names=prepared.label_names,
                            index=prepared.index, images=prepared.images, data_info=prepared.info,
-                           store_data=not no_store_data, out=out, force=force, progress=not quiet, argv=sys.argv)
-    except KeyboardInterrupt:
-        click.echo(f"\ninterrupted: completed units are saved in {out}.partial; "
-                   "run the same command again to resume", err=True)
-        sys.exit(130)
-    _summary(result, out)
+                           store_data=not no_store_data, out=out, force=force, restart=restart, shard=shard,
+                           progress=not quiet, argv=sys.argv)
+    except KeyboardInterrupt as exc:
+        if root:
+            _interrupted(out if shard is None else shard_path(out, *shard), restart)
+        sys.exit(interrupted_exit_code(exc))
+    if shard is not None:
+        click.echo(f"wrote {shard_path(out, *shard)}: {int(result.done.sum())} of {result.done.size} units "
+                   f"(shard {shard[0]}/{shard[1]})")
+        click.echo(f"next: when every shard is done, genmem merge {out}")
+    elif result is not None:  # under torchrun: rank 0
+        _summary(result, out)
+
+
+def _interrupted(out, restart):
+    """Say what an interruption kept: the units saved in OUT.partial, if any."""
+    partial = out.with_name(out.name + ".partial")
+    try:
+        done = read_result(partial).done if partial.exists() else None
+    except GenmemError:
+        done = None
+    if done is None or not done.any():
+        click.echo("\ninterrupted before any unit was saved; nothing to resume", err=True)
+        return
+    again = "the same command without --restart" if restart else "the same command"
+    click.echo(f"\ninterrupted: {int(done.sum())} of {done.size} units are saved in {partial}; run {again} again "
+               "to resume", err=True)
 
 
 def _summary(result, out):

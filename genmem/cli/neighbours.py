@@ -1,4 +1,5 @@
 """``genmem neighbours`` (NN distances of a run's examples) and ``genmem ct`` (the data-copying test)."""
+import contextlib
 import json
 from pathlib import Path
 
@@ -10,7 +11,10 @@ from ..device import DEVICES
 from ..errors import GenmemError
 from ..neighbours import NeighbourBank, compare_with_scores, data_copying_test, make_embedder
 from ..neighbours.search import METRICS
-from ..results import add_views, read_result
+from ..outputs import check_folder, claim, output_lock
+from ..results import add_views
+from ..results.verify import check_stored_data
+from .runs import finished_run
 
 EMBED_HELP = "Feature map: pixels, pca:D, npy:PATH (features of the run's examples, in row order) " \
              "or imagenet:ARCH:WEIGHTS (a local torchvision weights file)."
@@ -24,17 +28,28 @@ EMBED_HELP = "Feature map: pixels, pca:D, npy:PATH (features of the run's exampl
 @click.option("--device", type=click.Choice(DEVICES), default="auto", show_default=True)
 @click.option("--seed", default=0, show_default=True, type=click.IntRange(min=0), help="Seed of the PCA solver.")
 @click.option("--save-bank", type=click.Path(dir_okay=False), help="Also save the neighbour bank to this HDF5 file.")
+@click.option("--force", is_flag=True, help="Replace an existing --save-bank file that holds another run's bank.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
-def neighbours(file, embed, metric, device, seed, save_bank, as_json):
+def neighbours(file, embed, metric, device, seed, save_bank, force, as_json):
     """Leave-one-out NN distance of every example of a results FILE.
 
     Writes /neighbours/distance [N] and /neighbours/index [N] into FILE and
     prints the threshold guideline τ (mean NN distance) with quantiles and the
     Spearman correlation of the run's scores with the distance.
     """
-    result = read_result(file)
-    if not result.complete:
-        raise GenmemError(f"{file} holds an unfinished run; finish it with the same 'genmem kfold' command first")
+    check_folder(file, "FILE")  # the views are written into FILE: its folder must be writable
+    if save_bank:
+        check_folder(save_bank, "--save-bank")
+    with output_lock(file), output_lock(save_bank) if save_bank else contextlib.nullcontext():
+        _neighbours(file, embed, metric, device, seed, save_bank, force, as_json)
+
+
+def _neighbours(file, embed, metric, device, seed, save_bank, force, as_json):
+    result = finished_run(file)
+    check_stored_data(result, file)
+    identity = f"neighbour-bank:{result.config['fingerprint']}"
+    if save_bank:
+        claim(save_bank, identity, force=force, inputs=[file, embed.rpartition(":")[2]], option="--save-bank")
     if embed.startswith("npy:"):
         bank = NeighbourBank(embed, device=device, metric=metric)
         if bank.n_points != result.n_examples:
@@ -52,9 +67,10 @@ def neighbours(file, embed, metric, device, seed, save_bank, as_json):
     add_views(file, {"neighbours/distance": distance, "neighbours/index": index},
               attrs={"neighbours": {"embedder": bank.embedder_description, "metric": metric, "tau": tau,
                                     "tau_rule": "mean leave-one-out NN distance of the training set",
-                                    "quantiles": quantiles, "leave_one_out": True}})
+                                    "quantiles": quantiles, "leave_one_out": True}},
+              fingerprint=result.config["fingerprint"])
     if save_bank:
-        bank.save(save_bank)
+        bank.save(save_bank, identity=identity)
         click.echo(f"wrote {save_bank}", err=True)
     comparison = compare_with_scores(result, distance)
     if as_json:

@@ -1,5 +1,8 @@
 """Loading datasets: scikit-learn's digits, IDX (MNIST-style), NumPy and CIFAR-10 files, image folders.
 
+The file formats themselves are read by :mod:`genmem.data.formats`; this
+module finds the files and builds a :class:`Dataset` from them.
+
 Every loader returns a :class:`Dataset` holding the examples in the source's
 own dtype and value range; :func:`genmem.data.prepare` turns it into the float
 matrix a density model sees.
@@ -9,21 +12,17 @@ the folder named by the environment variable ``GENMEM_DATA_DIR`` and then in
 the dataset's system folder (only Fashion-MNIST has one: the Debian package
 ``dataset-fashion-mnist``).
 """
-import gzip
 import logging
-import math
 import os
-import pickle
 import re
-import struct
-import zipfile
-import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from ..errors import GenmemError
+from .formats import read_cifar_batch, read_idx, read_npz
+from .labels import encode_labels
 
 logger = logging.getLogger(__name__)
 
@@ -31,8 +30,6 @@ DATA_DIR_ENV = "GENMEM_DATA_DIR"
 FASHION_MNIST_SYSTEM_DIR = Path("/usr/share/datasets/fashion-mnist")
 IMAGE_EXTENSIONS = (".bmp", ".gif", ".jpeg", ".jpg", ".png")
 
-# IDX type byte -> big-endian NumPy dtype (http://yann.lecun.com/exdb/mnist/, "THE IDX FILE FORMAT").
-_IDX_DTYPES = {0x08: "u1", 0x09: "i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
 # genmem name -> torchvision's folder name (torchvision reads ROOT/<folder>/raw/).
 _TORCHVISION_FOLDERS = {"mnist": "MNIST", "fashion-mnist": "FashionMNIST"}
 _HINTS = {
@@ -71,6 +68,9 @@ class Dataset:
         images, 2 for binary images); None for continuous data.
     source : str
         The file the examples were read from, or ``"sklearn"``.
+    label_names : list of str, optional
+        The class each label code stands for (``label_names[c]`` for code
+        ``c``), where the source names its classes.
     """
 
     x: np.ndarray
@@ -81,6 +81,7 @@ class Dataset:
     image_shape: tuple
     levels: int | None
     source: str
+    label_names: list | None = None
 
     def __len__(self):
         return len(self.x)
@@ -123,7 +124,11 @@ def load_dataset(name="digits", *, data_dir=None, split="train"):
 
     Notes
     -----
-    CIFAR-10 batches are Python pickles: load only files you trust.
+    CIFAR-10's python batches are pickles; they are read by a restricted
+    unpickler that admits only what rebuilds NumPy arrays, dtypes and
+    latin-1 bytes, so a crafted batch cannot run code (it is refused with a
+    :class:`GenmemError` naming the file). Every other format is parsed
+    without pickle (``allow_pickle=False`` for ``.npy``/``.npz``).
 
     An image folder (train split only) holds ``.png``, ``.jpg``, ``.jpeg``,
     ``.bmp`` or ``.gif`` files (any case; the first frame of an animated GIF),
@@ -149,52 +154,6 @@ def load_dataset(name="digits", *, data_dir=None, split="train"):
 
 
 # -- IDX ------------------------------------------------------------------------
-
-
-def read_idx(path):
-    """Read an IDX file (plain or gzip-compressed) into a native-endian array.
-
-    Parameters
-    ----------
-    path : path-like
-        The file, e.g. ``train-images-idx3-ubyte`` or ``train-images-idx3-ubyte.gz``;
-        gzip is recognised by its magic bytes, not by the suffix.
-
-    Returns
-    -------
-    ndarray
-        Shape given by the header's dimensions, dtype by its type byte.
-
-    Raises
-    ------
-    GenmemError
-        Missing file, bad magic number, or data size not matching the header.
-    """
-    path = Path(path)
-    try:
-        raw = path.read_bytes()
-        if raw[:2] == b"\x1f\x8b":
-            raw = gzip.decompress(raw)
-    except FileNotFoundError:
-        raise GenmemError(f"IDX file {path} does not exist; check the path or pass --data-dir") from None
-    except (OSError, EOFError, zlib.error) as exc:  # gzip.BadGzipFile is an OSError
-        raise GenmemError(f"cannot read IDX file {path} ({exc}); the file is damaged, download it again") from None
-    if len(raw) < 4 or raw[:2] != b"\0\0" or raw[2] not in _IDX_DTYPES or raw[3] == 0:
-        raise GenmemError(
-            f"{path} is not an IDX file: bad magic number 0x{raw[:4].hex()} "
-            "(expected 0x0000TTNN with type TT in 08,09,0B,0C,0D,0E); check that it is an MNIST-style file"
-        )
-    ndim = raw[3]
-    header = 4 + 4 * ndim
-    dtype = np.dtype(_IDX_DTYPES[raw[2]])
-    dims = struct.unpack(f">{ndim}I", raw[4:header]) if len(raw) >= header else None
-    expected = None if dims is None else math.prod(dims) * dtype.itemsize
-    if expected is None or len(raw) - header != expected:
-        raise GenmemError(
-            f"{path} is corrupt: its header promises dims {dims} ({expected} data bytes) but the file holds "
-            f"{len(raw) - header} data bytes; download it again"
-        )
-    return np.frombuffer(raw, dtype=dtype, offset=header).reshape(dims).astype(dtype.newbyteorder("="))
 
 
 def _load_idx_dataset(name, data_dir, split):
@@ -256,7 +215,7 @@ def _load_binarized_mnist(name, data_dir, split):
         for path in (root / "binarized_mnist.npz", root / "binarized_mnist" / "binarized_mnist.npz")
     ]
     path = _first_file(name, "binarized_mnist.npz", candidates)
-    arrays = _read_npz(path)
+    arrays = read_npz(path)
     if split not in arrays:
         raise GenmemError(f"{path} has no array {split!r} (it holds {', '.join(arrays)}); use the standard file")
     x = arrays[split]
@@ -277,7 +236,7 @@ def _load_cifar10(name, data_dir, split):
         for path in (root / "cifar10_partial.npz", root / "cifar10_partial" / "cifar10_partial.npz"):
             looked.append(path)
             if path.is_file():
-                arrays = _read_npz(path)
+                arrays = read_npz(path)
                 x, y = arrays.get(f"{split}_x"), arrays.get(f"{split}_y")
                 return _check_cifar(name, split, x, y, path)
     raise _not_found(name, "cifar-10-batches-py/ or cifar10_partial.npz", looked)
@@ -285,22 +244,7 @@ def _load_cifar10(name, data_dir, split):
 
 def _read_cifar_batches(name, folder, split):
     files = [f"data_batch_{i}" for i in range(1, 6)] if split == "train" else ["test_batch"]
-    xs, ys = [], []
-    for file in files:
-        path = folder / file
-        try:
-            with open(path, "rb") as f:
-                batch = pickle.load(f, encoding="bytes")
-            xs.append(np.asarray(batch[b"data"], dtype=np.uint8))
-            ys.append(np.asarray(batch[b"labels"], dtype=np.int64))
-        except FileNotFoundError:
-            raise GenmemError(f"{name}: {path} is missing; {folder} must hold all of {', '.join(files)}") from None
-        except (OSError, EOFError, pickle.UnpicklingError, KeyError, TypeError, ValueError) as exc:
-            raise GenmemError(
-                f"{name}: cannot read {path} as a CIFAR-10 batch ({exc!r}); download cifar-10-python.tar.gz again"
-            ) from None
-        if xs[-1].ndim != 2 or xs[-1].shape[1] != 3072:
-            raise GenmemError(f"{name}: {path} holds data of shape {xs[-1].shape}; expected [N, 3072]")
+    xs, ys = zip(*(read_cifar_batch(name, folder / file, files) for file in files))
     x = np.concatenate(xs).reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)  # CHW rows -> HWC images
     return _check_cifar(name, split, np.ascontiguousarray(x), np.concatenate(ys), folder)
 
@@ -323,13 +267,17 @@ def _load_npy(name, path, split):
         raise GenmemError(f"{name}: file {path} does not exist; check the path")
     try:
         x = np.load(path, allow_pickle=False)
-    except (OSError, ValueError) as exc:
-        raise GenmemError(f"{name}: cannot read {path} as a .npy array ({exc}); save it with numpy.save") from None
+    except (OSError, ValueError, EOFError) as exc:
+        raise GenmemError(f"{name}: cannot read {path} as a .npy array ({exc or 'empty file'}); save it with "
+                          "numpy.save") from None
+    if not isinstance(x, np.ndarray):
+        x.close()
+        raise GenmemError(f"{name}: {path} is an .npz archive, not a .npy array; use npz:{path}")
     return _array_dataset(name, split, x, None, path)
 
 
 def _load_npz(name, path, split):
-    arrays = _read_npz(path)
+    arrays = read_npz(path)
     splits = sorted({s for key in arrays if (s := _split_of(key))})
     if splits:
         _check_split(name, split, splits)
@@ -356,17 +304,6 @@ def _split_of(key):
     return match and (match[1] or match[2])
 
 
-def _read_npz(path):
-    """All arrays of an .npz file, as a dict; GenmemError when it is missing or unreadable."""
-    try:
-        with np.load(path, allow_pickle=False) as npz:
-            return {key: npz[key] for key in npz.files}
-    except FileNotFoundError:
-        raise GenmemError(f"file {path} does not exist; check the path") from None
-    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
-        raise GenmemError(f"cannot read {path} as an .npz archive ({exc}); save it with numpy.savez") from None
-
-
 def _array_dataset(name, split, x, y, path):
     """A Dataset from a user's array ``x`` [N, ...] and optional labels ``y`` [N]."""
     x = np.asarray(x)
@@ -383,16 +320,8 @@ def _array_dataset(name, split, x, y, path):
             f"{name}: {path} contains NaN or inf in {len(rows)} example(s) (first: {rows[0]}); "
             "remove or impute them"
         )
-    if y is None:
-        labels = np.full(len(x), -1, np.int64)
-    else:
-        y = np.asarray(y)
-        if y.shape != (len(x),) or y.dtype.kind not in "uif" or not np.array_equal(y, np.round(y)):
-            raise GenmemError(
-                f"{name}: labels in {path} must be {len(x)} integers, one per example; got {y.dtype} {y.shape}"
-            )
-        labels = y.astype(np.int64)
-    return Dataset(x, labels, np.arange(len(x)), name, split, x.shape[1:], _infer_levels(x), str(path))
+    labels, names = encode_labels(y, len(x), name=f"{name}: labels in {path}")
+    return Dataset(x, labels, np.arange(len(x)), name, split, x.shape[1:], _infer_levels(x), str(path), names)
 
 
 def _infer_levels(x):
@@ -445,7 +374,8 @@ def _load_folder(name, root, split):
     x = np.stack([np.asarray(image.convert(mode), dtype=np.uint8) for image in images])
     labels = np.array([classes[rel.parts[0]] if classes else -1 for rel in files], np.int64)
     logger.info("loaded %s: %d %s images from %s", name, len(x), mode, root)
-    return Dataset(x, labels, np.arange(len(x)), name, split, x.shape[1:], 256, str(root))
+    names = sorted(classes, key=classes.get) if classes else None
+    return Dataset(x, labels, np.arange(len(x)), name, split, x.shape[1:], 256, str(root), names)
 
 
 # -- search helpers ---------------------------------------------------------------------

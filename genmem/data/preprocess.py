@@ -3,7 +3,9 @@
 The steps, always in this order: pad → flatten → dequantize *or* scale →
 binarize → PCA. :func:`prepare` records every step and its parameters in a
 JSON-serialisable ``info`` dict, together with the log-Jacobian that converts
-a model's log-density in the prepared space into the units it states.
+a model's log-density in the prepared space into the space it states
+(``info["units"]``: the key keeps its name in results files; in genmem's prose
+a *unit* is a K-fold model).
 """
 import math
 from dataclasses import dataclass
@@ -12,7 +14,8 @@ import numpy as np
 
 from ..errors import GenmemError
 from ..seeds import DEQUANTIZE, stream_rng
-from .loaders import Dataset
+from ..validation import check_allocation, check_int, check_param, has_spread, options
+from .loaders import Dataset, _array_dataset
 
 BINARIZE_MODES = ("fixed", "dynamic")
 BINARIZE_THRESHOLD = 0.5
@@ -38,6 +41,8 @@ class Prepared:
     pca : sklearn.decomposition.PCA or None
         The fitted PCA, to map further data (``pca.transform``) or model
         samples (``pca.inverse_transform``) between the spaces.
+    label_names : list of str or None
+        The class of each label code, where the data name their classes.
     """
 
     X: np.ndarray
@@ -46,10 +51,11 @@ class Prepared:
     images: np.ndarray
     info: dict
     pca: object = None
+    label_names: list = None
 
 
-def prepare(dataset, *, scale=True, pca=None, binarize=None, dequantize=False, pad_to=None, seed=0):
-    """Preprocess ``dataset`` for a density model, recording every step.
+def prepare(dataset, *, labels=None, scale=True, pca=None, binarize=None, dequantize=False, pad_to=None, seed=0):
+    """Preprocess ``dataset`` (a loaded dataset or your own array) for a density model, recording every step.
 
     Steps, in order:
 
@@ -70,8 +76,14 @@ def prepare(dataset, *, scale=True, pca=None, binarize=None, dequantize=False, p
 
     Parameters
     ----------
-    dataset : Dataset
-        From :func:`genmem.data.load_dataset`.
+    dataset : Dataset or array [N, ...]
+        From :func:`genmem.data.load_dataset`, or your own examples: a NumPy
+        array or torch tensor (integers are read as discrete levels, floats
+        as continuous values, [N, D] as tabular rows, [N, H, W(, C)] as images).
+    labels : sequence [N], optional
+        With an array: each example's class, of any hashable type (strings
+        become codes 0, 1, … in sorted order, their names kept in
+        ``label_names``); see :func:`genmem.data.encode_labels`.
     scale : bool
         Rescale to [0, 1] (see step 3).
     pca : int, optional
@@ -93,7 +105,9 @@ def prepare(dataset, *, scale=True, pca=None, binarize=None, dequantize=False, p
         ``scale_offset``, ``scale_divisor``, ``dequantize``, ``binarize``,
         ``binarize_threshold``, ``pca``, ``pca_explained_variance_ratio``
         (sum over the kept components), ``n_features``, ``seed``,
-        ``log_jacobian`` and ``units``.
+        ``log_jacobian``, ``units`` (in words, the space and measure of the
+        log-density) and, where the data name their classes,
+        ``label_names``.
 
     Notes
     -----
@@ -106,7 +120,7 @@ def prepare(dataset, *, scale=True, pca=None, binarize=None, dequantize=False, p
       treated as continuous (not a probability of the discrete values);
     * dequantization ``y = (x + u) / L``: ``log p_y - D log L`` is the density
       of the dequantized values ``x + u`` on ``[0, L)^D``; because every
-      discrete ``x`` owns the unit cube ``x + [0, 1)^D`` there, its expectation
+      discrete ``x`` owns the cube ``x + [0, 1)^D`` there, its expectation
       over ``u`` is also a lower bound on the discrete log-probability
       ``log P(x)`` (Theis, van den Oord & Bethge 2016);
     * binarization: the model gives a log-probability of binary pixels
@@ -116,23 +130,10 @@ def prepare(dataset, *, scale=True, pca=None, binarize=None, dequantize=False, p
       is not invertible: a density on the components puts all mass on a
       ``pca``-dimensional subspace of pixel space.
 
-    Padded pixels count in D: the units then refer to the padded image.
+    Padded pixels count in D: the log-density is then one of the padded image.
     """
-    if not isinstance(dataset, Dataset):
-        raise GenmemError(f"prepare needs a Dataset from genmem.data.load_dataset; got {type(dataset).__name__}")
-    if binarize is not None and binarize not in BINARIZE_MODES:
-        raise GenmemError(f"binarize must be None, 'fixed' or 'dynamic'; got {binarize!r}")
-    if binarize is not None and dequantize:
-        raise GenmemError("binarize and dequantize exclude each other: binary data need no dequantization; pick one")
-    if binarize is not None and not scale:
-        raise GenmemError("binarize thresholds values scaled to [0, 1]; use scale=True")
-    if binarize == "dynamic" and pca is not None:
-        raise GenmemError("binarize='dynamic' needs pixel values in [0, 1] for Bernoulli draws; drop pca")
-    if dequantize and dataset.levels is None:
-        raise GenmemError(f"dequantize needs discrete data; dataset {dataset.name!r} is continuous (levels=None)")
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-        raise GenmemError(f"seed must be a non-negative int; got {seed!r}")
-
+    dataset = _as_dataset(dataset, labels)
+    _check_steps(dataset, scale, pca, binarize, dequantize, seed)
     x, pad_shape, pad_offset = dataset.x, None, None
     if pad_to is not None:
         x, pad_shape, pad_offset = _pad(x, dataset.image_shape, pad_to)
@@ -142,41 +143,19 @@ def prepare(dataset, *, scale=True, pca=None, binarize=None, dequantize=False, p
     d = X.shape[1]
     _check_pca(pca, n, d)
 
-    offset, divisor = _unit_range(X, dataset.levels)
+    offset, divisor = _range_to_01(X, dataset.levels)
     images = ((X - offset) / (divisor or 1.0)).astype(np.float32).reshape(n, *shape)
-    where = f"{'x'.join(map(str, shape))} {'padded ' if pad_to is not None else ''}image"
-    if dequantize:
-        offset, divisor = 0.0, float(dataset.levels) if scale else 1.0
-        X += stream_rng(seed, DEQUANTIZE).random(X.shape)
-        units = (
-            f"log-density of the dequantized values x+u on [0, {dataset.levels})^{d} ({where}); "
-            "its mean over u is a lower bound on the discrete log-probability log P(x)"
-        )
-    else:
-        if not scale:
-            offset, divisor = 0.0, 1.0
-        elif divisor == 0.0:
-            raise GenmemError(f"dataset {dataset.name!r} is constant; it cannot be scaled to [0, 1] (use scale=False)")
-        kind = "continuous values" if dataset.levels is None else f"intensities 0..{dataset.levels - 1}"
-        units = f"log-density over the dataset's own scale ({kind}, {where}, D={d})"
+    where = (f"{'x'.join(map(str, shape))} {'padded ' if pad_to is not None else ''}image" if len(shape) > 1
+             else f"rows of {shape[0]} features")
+    offset, divisor, units = _dequantize_or_scale(X, dataset, scale, dequantize, seed, offset, divisor, where)
     X -= offset
     X /= divisor
     log_jacobian = -d * math.log(divisor)
-
-    if binarize == "fixed":
-        X = (X > BINARIZE_THRESHOLD).astype(np.float64)
     if binarize is not None:
-        log_jacobian = 0.0
-        draw = "thresholded at 0.5" if binarize == "fixed" else "drawn as Bernoulli(X) by the model"
-        units = f"log-probability of binary pixels in {{0,1}}^{d} ({draw}; {where})"
-
+        X, log_jacobian, units = _binarize(X, binarize, where)
     fitted, explained = None, None
     if pca is not None:
-        from sklearn.decomposition import PCA
-
-        fitted = PCA(n_components=int(pca), whiten=False, random_state=int(seed)).fit(X)
-        X = fitted.transform(X)
-        explained = float(fitted.explained_variance_ratio_.sum())
+        X, fitted, explained = _project(X, pca, seed)
         log_jacobian = 0.0
         units = (
             f"log-density in the {int(pca)}-dimensional PCA space of the {d} prepared values "
@@ -205,7 +184,71 @@ def prepare(dataset, *, scale=True, pca=None, binarize=None, dequantize=False, p
         "log_jacobian": float(log_jacobian),
         "units": units,
     }
-    return Prepared(X, dataset.labels, dataset.index, images, info, fitted)
+    if dataset.label_names is not None:
+        info["label_names"] = list(dataset.label_names)
+    return Prepared(X, dataset.labels, dataset.index, images, info, fitted, dataset.label_names)
+
+
+def _as_dataset(dataset, labels):
+    """``dataset`` as a :class:`Dataset` (an array or tensor with ``labels`` becomes one)."""
+    if not isinstance(dataset, Dataset):
+        if hasattr(dataset, "detach"):  # a torch tensor
+            dataset = dataset.detach().cpu().numpy()
+        if not isinstance(dataset, (np.ndarray, list, tuple)):
+            raise GenmemError(f"prepare needs a Dataset from genmem.data.load_dataset or an array [N, ...]; "
+                              f"got {type(dataset).__name__}")
+        return _array_dataset("array", "train", dataset, labels, "array")
+    if labels is not None:
+        raise GenmemError("labels= is for arrays: a Dataset carries its own labels (dataset.labels)")
+    return dataset
+
+
+def _check_steps(dataset, scale, pca, binarize, dequantize, seed):
+    """Raise :class:`GenmemError` for steps of :func:`prepare` that do not go together or do not fit the data."""
+    check_param(binarize, options(None, *BINARIZE_MODES), "binarize")
+    if binarize is not None and dequantize:
+        raise GenmemError("binarize and dequantize exclude each other: binary data need no dequantization; pick one")
+    if binarize is not None and not scale:
+        raise GenmemError("binarize thresholds values scaled to [0, 1]; use scale=True")
+    if binarize == "dynamic" and pca is not None:
+        raise GenmemError("binarize='dynamic' needs pixel values in [0, 1] for Bernoulli draws; drop pca")
+    if dequantize and dataset.levels is None:
+        raise GenmemError(f"dequantize needs discrete data; dataset {dataset.name!r} is continuous (levels=None)")
+    check_int(seed, "seed", 0)
+
+
+def _dequantize_or_scale(X, dataset, scale, dequantize, seed, offset, divisor, where):
+    """Step 3: add the dequantization noise to ``X`` in place, or keep (``scale``) the [0, 1] map ``offset``,
+    ``divisor`` of the raw values; returns the map to apply and what the log-density is then over."""
+    d = X.shape[1]
+    if dequantize:
+        X += stream_rng(seed, DEQUANTIZE).random(X.shape)
+        return 0.0, float(dataset.levels) if scale else 1.0, (
+            f"log-density of the dequantized values x+u on [0, {dataset.levels})^{d} ({where}); "
+            "its mean over u is a lower bound on the discrete log-probability log P(x)"
+        )
+    if not scale:
+        offset, divisor = 0.0, 1.0
+    elif divisor == 0.0:
+        raise GenmemError(f"dataset {dataset.name!r} is constant (up to rounding); it cannot be scaled to [0, 1] (use scale=False)")
+    kind = "continuous values" if dataset.levels is None else f"intensities 0..{dataset.levels - 1}"
+    return offset, divisor, f"log-density over the dataset's own scale ({kind}, {where}, D={d})"
+
+
+def _binarize(X, binarize, where):
+    """Step 4: ``(X, log-Jacobian, what the log-probability is over)`` after ``binarize`` ("fixed" or "dynamic")."""
+    if binarize == "fixed":
+        X = (X > BINARIZE_THRESHOLD).astype(np.float64)
+    draw = "thresholded at 0.5" if binarize == "fixed" else "drawn as Bernoulli(X) by the model"
+    return X, 0.0, f"log-probability of binary pixels in {{0,1}}^{X.shape[1]} ({draw}; {where})"
+
+
+def _project(X, pca, seed):
+    """Step 5: ``(X on its first pca principal components, the fitted PCA, the variance share they keep)``."""
+    from sklearn.decomposition import PCA  # imported here: loading genmem.data stays fast
+
+    fitted = PCA(n_components=int(pca), whiten=False, random_state=int(seed)).fit(X)
+    return fitted.transform(X), fitted, float(fitted.explained_variance_ratio_.sum())
 
 
 def bits_per_dim(log_p, n_dims):
@@ -225,19 +268,18 @@ def bits_per_dim(log_p, n_dims):
     float or ndarray
         Same shape as ``log_p``.
     """
-    if isinstance(n_dims, bool) or not isinstance(n_dims, (int, np.integer)) or n_dims < 1:
-        raise GenmemError(f"n_dims must be a positive int; got {n_dims!r}")
+    check_int(n_dims, "n_dims")
     bits = -np.asarray(log_p, dtype=np.float64) / (n_dims * math.log(2))
     return bits if bits.ndim else float(bits)
 
 
-def _unit_range(X, levels):
+def _range_to_01(X, levels):
     """(offset, divisor) mapping X onto [0, 1]: (0, levels - 1) for discrete data, else
-    (min, max - min); the divisor is 0 for constant continuous data."""
+    (min, max - min); the divisor is 0 for continuous data that are constant up to rounding."""
     if levels is not None:
         return 0.0, float(levels - 1)
     lo, hi = float(X.min()), float(X.max())
-    return lo, hi - lo
+    return lo, hi - lo if has_spread(X.reshape(-1, 1)) else 0.0
 
 
 def _pad(x, image_shape, pad_to):
@@ -251,6 +293,9 @@ def _pad(x, image_shape, pad_to):
         raise GenmemError(
             f"pad_to={pad_to!r} must be an int or (height, width) no smaller than the images ({height}x{width})"
         )
+    channels = math.prod(image_shape[2:])
+    check_allocation(len(x) * size[0] * size[1] * channels * (x.dtype.itemsize + 8 + 4),
+                     f"padding {len(x)} images to {size[0]}x{size[1]} (pad_to, --pad-to)", "lower --pad-to")
     top, left = (size[0] - height) // 2, (size[1] - width) // 2
     out = np.zeros((len(x), *size, *image_shape[2:]), dtype=x.dtype)
     out[:, top : top + height, left : left + width] = x

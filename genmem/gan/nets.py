@@ -13,6 +13,7 @@ from torch import nn
 
 from ..errors import GenmemError
 from ..seeds import stream_seed
+from ..validation import check_int
 
 ARCHS = ("auto", "dcgan", "mlp")
 #: DCGAN image side -> (side of the first feature map, number of ×2 upsamplings).
@@ -149,9 +150,9 @@ def make_gan(image_shape, *, arch="auto", z_dim=64, width=None, seed=0):
     image_shape = tuple(int(s) for s in image_shape)
     if len(image_shape) != 3 or min(image_shape) < 1:
         raise GenmemError(f"image_shape must be (C, H, W) with positive sizes; got {image_shape}")
-    for name, value in (("z_dim", z_dim), ("width", 1 if width is None else width)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise GenmemError(f"{name} must be a positive integer; got {value!r}")
+    check_int(z_dim, "z_dim")
+    if width is not None:
+        check_int(width, "width")
     arch = resolve_arch(arch, image_shape)
     with torch.random.fork_rng(devices=[]):  # layers' default init draws from the global stream: leave it as it was
         if arch == "dcgan":

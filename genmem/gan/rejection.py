@@ -32,6 +32,7 @@ through the feature map.
 """
 import logging
 import math
+import warnings
 
 import numpy as np
 import torch
@@ -39,6 +40,7 @@ import torch
 from ..errors import GenmemError
 from ..neighbours.bank import NeighbourBank
 from ..neighbours.embedders import PCAEmbedder, PixelEmbedder, PrecomputedFeatures, flatten
+from ..validation import check_int, check_param, options
 
 logger = logging.getLogger(__name__)
 
@@ -50,6 +52,16 @@ ZERO_FEATURE_DISTANCE = 1.0
 #: Batches examined per step at most, by default (the given batch included).
 DEFAULT_MAX_TRIES = 10
 HISTORY_KEYS = ("rejection_rate", "n_examined", "n_rejected", "n_fallback", "tries")
+#: A warning is given when more than this share of the candidates is rejected ...
+HIGH_REJECTION_RATE = 0.9
+#: ... in each of this many consecutive generator steps.
+HIGH_REJECTION_STEPS = 20
+#: Generated values may leave the bank's training range by this share of its width before a warning.
+RANGE_TOLERANCE = 0.1
+
+
+class RejectionWarning(UserWarning):
+    """Memorization rejection that is probably misconfigured (τ too large, or samples on another scale)."""
 
 
 def resolve_tau(tau, bank):
@@ -192,6 +204,17 @@ class MemorizationRejection:
     discriminator_history : dict of str to list
         The same for :meth:`discriminator_batch` calls that filtered.
 
+    Warns
+    -----
+    RejectionWarning
+        When more than :data:`HIGH_REJECTION_RATE` of the candidates are
+        rejected in each of :data:`HIGH_REJECTION_STEPS` consecutive generator
+        steps (τ is too large: the generator trains on the fallback's
+        near-copies), and once when a generated batch (after ``preprocess``)
+        leaves the value range of the bank's training examples by more than
+        :data:`RANGE_TOLERANCE` of its width (e.g. a tanh generator against a
+        bank of images in [0, 1] without ``preprocess``).
+
     Notes
     -----
     A sample whose feature vector is zero (e.g. an all-black image under the
@@ -200,6 +223,17 @@ class MemorizationRejection:
     pass runs through every candidate batch drawn in the step (rejected rows
     get zero gradient), so a step costs up to ``max_tries`` generator
     passes when most samples are rejected.
+
+    Examples
+    --------
+    >>> import numpy as np, torch
+    >>> from genmem.gan import MemorizationRejection
+    >>> from genmem.neighbours import NeighbourBank
+    >>> bank = NeighbourBank("pixels", np.eye(4), device="cpu")
+    >>> mr = MemorizationRejection(bank, tau=0.1, mode="mask")
+    >>> fake = torch.tensor([[1.0, 0.0, 0.0, 0.0], [0.5, 0.5, 0.5, 0.2]])  # a copy of training image 0, and another
+    >>> mr(fake)
+    tensor([[0.5000, 0.5000, 0.5000, 0.2000]])
     """
 
     def __init__(self, bank, tau="auto", *, mode="resample", max_tries=DEFAULT_MAX_TRIES,
@@ -213,10 +247,8 @@ class MemorizationRejection:
         if bank.embedder is None:
             raise GenmemError("the bank's feature map could not be rebuilt from its file, so generated samples cannot "
                               "be embedded; pass embedder= to NeighbourBank.load")
-        if mode not in MODES:
-            raise GenmemError(f"unknown mode {mode!r}; use one of {', '.join(MODES)}")
-        if isinstance(max_tries, bool) or not isinstance(max_tries, (int, np.integer)) or max_tries < 1:
-            raise GenmemError(f"max_tries must be a positive integer; got {max_tries!r}")
+        check_param(mode, options(*MODES), "mode", "MemorizationRejection")
+        check_int(max_tries, "max_tries", owner="MemorizationRejection")
         if preprocess is not None and not callable(preprocess):
             raise GenmemError(f"preprocess must be a callable mapping a batch to the bank's input space; got "
                               f"{type(preprocess).__name__}")
@@ -231,6 +263,8 @@ class MemorizationRejection:
             self._set_shape(tuple(int(s) for s in sample_shape))
         self.history = {key: [] for key in HISTORY_KEYS}
         self.discriminator_history = {key: [] for key in HISTORY_KEYS}
+        self._high_steps = 0  # consecutive generator steps above HIGH_REJECTION_RATE
+        self._range_warned = False
 
     def _set_shape(self, shape):
         expected = bank_input_size(self.bank)
@@ -260,6 +294,7 @@ class MemorizationRejection:
             x = samples.detach()
             if self.preprocess is not None:
                 x = self.preprocess(x)
+            self._check_range(x)
             try:
                 F, zero = bank_features(self.bank, x)
             except GenmemError as exc:
@@ -270,6 +305,24 @@ class MemorizationRejection:
         if (~zero).any():
             d[~zero] = self.bank.query_features(F[~zero], 1)[0][:, 0]
         return d
+
+    def _check_range(self, x):
+        """Warn once when ``x`` (a batch in the bank's input space) leaves the bank's training value range."""
+        known = getattr(self.bank, "input_range", None)
+        if self._range_warned or known is None or not isinstance(x, torch.Tensor):
+            return
+        lo, hi = known
+        slack = RANGE_TOLERANCE * max(hi - lo, 1e-12)
+        x_lo, x_hi = float(x.min()), float(x.max())
+        if x_lo < lo - slack or x_hi > hi + slack:
+            self._range_warned = True
+            warnings.warn(
+                f"generated samples span [{x_lo:.4g}, {x_hi:.4g}]{' after preprocess' if self.preprocess else ''} "
+                f"but the bank was built on values in [{lo:.4g}, {hi:.4g}]: their distances compare different "
+                "scales; map the samples to the bank's range with preprocess= (e.g. lambda x: (x + 1) / 2 for a "
+                "tanh generator and a bank of images in [0, 1])",
+                RejectionWarning, stacklevel=4,
+            )
 
     def keep_mask(self, samples):
         """Bool tensor [B] on the batch's device: True where ``d(x) ≥ τ`` (kept)."""
@@ -340,7 +393,22 @@ class MemorizationRejection:
         if n_fallback:
             logger.debug("memorization rejection: %d of %d samples filled by the farthest rejected candidates "
                          "after %d batches (tau %.4g)", n_fallback, target, len(batches), self.tau)
+        if history is self.history:
+            self._watch_rate(n_rejected / n_examined)
         return out
+
+    def _watch_rate(self, rate):
+        """Count generator steps in a row above :data:`HIGH_REJECTION_RATE`; warn when they reach the window."""
+        self._high_steps = self._high_steps + 1 if rate > HIGH_REJECTION_RATE else 0
+        if self._high_steps == HIGH_REJECTION_STEPS:
+            fallback = int(np.sum(self.history["n_fallback"]))
+            warnings.warn(
+                f"memorization rejection rejected more than {HIGH_REJECTION_RATE:.0%} of the candidates in each of "
+                f"the last {HIGH_REJECTION_STEPS} generator steps (tau = {self.tau:.4g}; {fallback} samples filled "
+                "by the fallback so far): the generator trains mostly on the rejected near-copies; use a smaller "
+                "tau (e.g. tau='0.5x') or check that the samples and the bank share a feature space and value range",
+                RejectionWarning, stacklevel=4,
+            )
 
     @staticmethod
     def _fallback(distances, accepted, n):
@@ -368,3 +436,4 @@ class MemorizationRejection:
         for history in (self.history, self.discriminator_history):
             for values in history.values():
                 values.clear()
+        self._high_steps = 0

@@ -23,16 +23,18 @@ exact leave-one-out memorization score ``log p(x_i | D) − log p(x_i | D∖x_i)
 * **Gaussian mixture**: an approximation, see :class:`GMMInfluence`.
 """
 import math
+import warnings
 
 import numpy as np
 import torch
 
 from ..device import resolve_device, torch_dtype
+from ..distances import SquaredDistances
 from ..errors import GenmemError
-from ..models.gmm import log_joint, log_normaliser
-from ..models.kde import KDE, SquaredDistances, kde_loo_memorization
-from ..validation import check_data
-from .tracin import _positive_int, gather_influence
+from ..models.em import log_joint, log_normaliser
+from ..models.kde import KDE, kde_loo_memorization
+from ..validation import check_data, check_int
+from .gather import gather_influence
 
 LOG_2PI = math.log(2.0 * math.pi)
 
@@ -61,30 +63,55 @@ class _ClosedForm:
         return gather_influence(self._blocks(Z), Z.shape[0], self.X.shape[0], k)
 
 
+def _deprecated(old, new):
+    warnings.warn(f"{old} is deprecated: build influence objects from (model, training data), {new}",
+                  DeprecationWarning, stacklevel=3)
+
+
 class KDEInfluence(_ClosedForm):
     """Exact influence of each training example on a Gaussian KDE's loss at any point.
 
     Parameters
     ----------
+    model : KDE
+        The density model (fitted or not): its bandwidth (``bandwidth_`` once
+        fitted, else the rule resolved on ``X``), device, dtype and chunk size.
     X : array [N, D]
         The training data of the KDE.
-    bandwidth : float or {"scott", "silverman", "cv"}
-        As for :class:`~genmem.models.KDE`; a rule is resolved once on ``X``.
-    device, dtype, chunk_size
-        As for :class:`~genmem.models.KDE` (``chunk_size`` query rows at a time;
-        memory ``O(chunk_size · N)``).
+    device, dtype, chunk_size : optional
+        Override the model's (``chunk_size`` query rows at a time; memory
+        ``O(chunk_size · N)``).
 
     Attributes
     ----------
     bandwidth_ : float
         The bandwidth used.
+
+    Notes
+    -----
+    genmem 0.1's form ``KDEInfluence(X, bandwidth="scott", ...)`` still works
+    and warns (``DeprecationWarning``).
     """
 
-    def __init__(self, X, bandwidth="scott", *, device="cpu", dtype="float64", chunk_size=1024):
+    def __init__(self, model, X=None, *, bandwidth=None, device=None, dtype=None, chunk_size=None):
+        if not isinstance(model, KDE):  # 0.1: KDEInfluence(X, bandwidth="scott", ...)
+            _deprecated("KDEInfluence(X, bandwidth)", "KDEInfluence(KDE(bandwidth), X)")
+            legacy_bandwidth = bandwidth if bandwidth is not None else ("scott" if X is None else X)
+            model, X = KDE(legacy_bandwidth), model
+        elif bandwidth is not None:
+            raise GenmemError("give the bandwidth to the KDE, KDEInfluence(KDE(bandwidth), X), not to KDEInfluence")
+        if X is None:
+            raise GenmemError("KDEInfluence needs the training data: KDEInfluence(model, X)")
         self.X = check_data(X, min_rows=2)
-        model = KDE(bandwidth, device=device, dtype=dtype, chunk_size=chunk_size).resolve(self.X).fit(self.X)
-        self._model = model
-        self.bandwidth_ = model.bandwidth_
+        h = model.bandwidth_ if model.__sklearn_is_fitted__() else model.resolve(self.X).bandwidth
+        opts = {key: value if value is not None else getattr(model, key)
+                for key, value in (("device", device), ("dtype", dtype), ("chunk_size", chunk_size))}
+        self._model = KDE(h, **opts).fit(self.X)
+        self.bandwidth_ = self._model.bandwidth_
+
+    def attrs(self):
+        """What produced the values, for a results file."""
+        return {"method": "kde-closed-form", "bandwidth": self.bandwidth_}
 
     def self_influence(self):
         """``IF(x_i, x_i)`` for every training example, float64 [N]: the exact leave-one-out memorization score."""
@@ -118,10 +145,10 @@ class KNNInfluence(_ClosedForm):
 
     Parameters
     ----------
+    n_neighbors : int
+        k: the "model".
     X : array [N, D]
         Training data, ``N ≥ n_neighbors + 1``.
-    n_neighbors : int
-        k.
     device : str, default="cpu"
     dtype : {"float64", "float32"}, default="float64"
     chunk_size : int, default=1024
@@ -132,13 +159,20 @@ class KNNInfluence(_ClosedForm):
     GenmemError
         Where ``R_k(z) = 0`` (k or more training points coincide with ``z``):
         the density is infinite there and the influence undefined.
+
+    Notes
+    -----
+    genmem 0.1's order ``KNNInfluence(X, n_neighbors)`` still works and warns.
     """
 
-    def __init__(self, X, n_neighbors, *, device="cpu", dtype="float64", chunk_size=1024):
-        self.n_neighbors = _positive_int(n_neighbors, "The 'n_neighbors' parameter of KNNInfluence")
+    def __init__(self, n_neighbors, X, *, device="cpu", dtype="float64", chunk_size=1024):
+        if not isinstance(n_neighbors, (int, np.integer)) and isinstance(X, (int, np.integer)):
+            _deprecated("KNNInfluence(X, n_neighbors)", "KNNInfluence(n_neighbors, X)")  # 0.1's order
+            n_neighbors, X = X, n_neighbors
+        self.n_neighbors = check_int(n_neighbors, "n_neighbors", owner="KNNInfluence")
         self.X = check_data(X, min_rows=self.n_neighbors + 1)
         self._kernel = SquaredDistances(self.X, resolve_device(device), torch_dtype(dtype),
-                               _positive_int(chunk_size, "The 'chunk_size' parameter of KNNInfluence"))
+                               check_int(chunk_size, "chunk_size", owner="KNNInfluence"))
 
     def _radii(self, d2, rows):
         """Squared k-th and (k+1)-th neighbour radii [c, 1] of query rows with squared distances ``d2``."""
@@ -153,6 +187,10 @@ class KNNInfluence(_ClosedForm):
                 f"it (R_k = 0); use a larger n_neighbors (now {k}) or remove duplicate examples"
             )
         return rk2, rk12
+
+    def attrs(self):
+        """What produced the values, for a results file."""
+        return {"method": "knn-closed-form", "n_neighbors": self.n_neighbors}
 
     def _log_ratio(self, rk2, rk12):
         """``d · log(R_{k+1} / R_k)``: the jump of ``−log p`` when a k-nearest neighbour is removed."""
@@ -232,7 +270,7 @@ class GMMInfluence(_ClosedForm):
                 f"got {type(gmm).__name__} with covariance_type {ctype!r}"
             )
         self.covariance_type = ctype
-        self.chunk_size = _positive_int(chunk_size, "The 'chunk_size' parameter of GMMInfluence")
+        self.chunk_size = check_int(chunk_size, "chunk_size", owner="GMMInfluence")
         self.device, self.dtype = resolve_device(device), torch_dtype(dtype)
         self.weights, self.means, self.prec = (
             torch.as_tensor(np.asarray(a, dtype=np.float64), dtype=self.dtype, device=self.device)
@@ -300,6 +338,10 @@ class GMMInfluence(_ClosedForm):
             term = self._component(k, None if u_all is None else u_all[k])
             total = term if total is None else torch.logaddexp(total, term)
         return total
+
+    def attrs(self):
+        """What produced the values, for a results file."""
+        return {"method": "gmm-one-step", "covariance_type": self.covariance_type}
 
     def self_influence(self):
         """Approximate ``IF(x_i, x_i)`` for every training example, float64 [N]."""

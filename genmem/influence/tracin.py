@@ -16,21 +16,29 @@ of the noisy gradient (``E|g|² = |E g|² + tr Cov g``); the unbiased version
 ``Σ_c η_c ∇ℓ(x; θ_c, ε⁰) · ∇ℓ(x; θ_c, ε¹)`` uses two independent draws
 (streams 0 and 1), so it equals the diagonal of ``influence(X, X)``.
 
+Gradient-normalised TracIn (``normalize="cosine"``): every per-example
+gradient is divided by its norm before the inner products, so
+``TracIn_cos(x, z) = Σ_c η_c cos(∇ℓ(x; θ_c), ∇ℓ(z; θ_c))`` — rows with large
+gradients no longer dominate every test point as "generally influential"
+(the renormalisation of Hammoudeh & Lowd 2022; Barshan et al. 2020's RelatIF
+has the same aim). Its self-influence is the cosine between the gradients of
+two independent noise draws (``unbiased=True``): how consistently training
+pushes on a row (without noise, or with one draw, it is ``Σ_c η_c`` for
+every row and is refused).
+
 With ``projection_dim = d`` the gradients are multiplied by a seeded random
 ``P × d`` matrix ``R`` with independent entries ``±1/√d`` (Rademacher) or
-``N(0, 1/d)`` (Gaussian), ``E[R Rᵀ] = I``, so projected inner products are
+``N(0, 1/d)`` (Gaussian, :class:`~genmem.influence.projection.RandomProjection`), ``E[R Rᵀ] = I``, so projected inner products are
 unbiased with standard deviation about ``√((|g|²|g'|² + (g·g')²) / d)``
 (Johnson–Lindenstrauss). The training rows' projected gradients, scaled by
 ``√η_c`` and concatenated over checkpoints, are computed once and cached, and
 influence becomes one matrix product.
 """
 import hashlib
-import json
-import logging
+import inspect
 import math
 import numbers
-from pathlib import Path
-from typing import NamedTuple
+import warnings
 
 import numpy as np
 import torch
@@ -38,148 +46,37 @@ from torch.func import functional_call, grad, vmap
 
 from ..device import resolve_device
 from ..errors import GenmemError
-from ..seeds import stream, stream_seed
-from ..memorization.runner import RUNTIME_PARAMS
-from ..models.base import torch_generator
-from ..validation import check_data
+from ..models.base import Checkpoint, torch_generator
+from ..seeds import stream_seed
+from ..validation import check_int, check_param, int_tuple, options
+from .gather import gather_influence
+from .projection import PROJECTIONS, RandomProjection
 
-log = logging.getLogger(__name__)
+NORMALIZATIONS = (None, "cosine")
 
-PROJECTIONS = ("rademacher", "gaussian")
-
-#: Rows of the projection matrix generated at a time (one seeded stream per block).
-PROJECTION_BLOCK = 1 << 16
-
-#: Largest projection matrix (entries) kept in memory; larger ones are regenerated block by block per chunk.
-PROJECTION_CACHE_LIMIT = 1 << 27
-
-#: Noise streams: rows of the training set X, rows of test points Z (and the second draw of the
-#: unbiased self-influence), and the projection matrix.
-TRAIN_STREAM, TEST_STREAM, PROJECTION_STREAM = 0, 1, 2
+#: Noise streams: rows of the training set X, and rows of test points Z (also the second draw of the
+#: unbiased self-influence); the projection matrix has its own (:data:`~genmem.influence.projection.PROJECTION_STREAM`).
+TRAIN_STREAM, TEST_STREAM = 0, 1
 
 
-class TopInfluence(NamedTuple):
-    """The ``k`` strongest proponents and opponents of each test point.
-
-    Attributes
-    ----------
-    proponents : int64 ndarray [n_z, k]
-        Training rows with the highest influence, highest first.
-    proponent_scores : float64 ndarray [n_z, k]
-    opponents : int64 ndarray [n_z, k]
-        Training rows with the lowest (most negative) influence, lowest first.
-    opponent_scores : float64 ndarray [n_z, k]
-    """
-
-    proponents: np.ndarray
-    proponent_scores: np.ndarray
-    opponents: np.ndarray
-    opponent_scores: np.ndarray
-
-
-def gather_influence(blocks, n_test, n_train, k=None):
-    """Assemble blocks of test rows into the ``[n_test, n_train]`` influence matrix, or keep only their top ``k``.
-
-    Parameters
-    ----------
-    blocks : iterable of (slice, Tensor)
-        ``(test rows, values [rows, n_train])``, covering the test rows once.
-    n_test, n_train : int
-    k : int, optional
-        Keep only the ``k`` highest and lowest values of each row (``k`` is
-        capped at ``n_train``); memory is then ``O(n_test · k)`` plus one block.
-
-    Returns
-    -------
-    ndarray [n_test, n_train] or TopInfluence
-    """
-    if k is not None and not (isinstance(k, (int, np.integer)) and not isinstance(k, bool) and k >= 1):
-        raise GenmemError(f"k must be a positive int (how many proponents and opponents); got {k!r}")
-    if k is None:
-        out = np.empty((n_test, n_train))
-        for rows, block in blocks:
-            out[rows] = block.detach().cpu().double().numpy()
-        return out
-    k = min(int(k), n_train)
-    top = TopInfluence(*(np.empty((n_test, k), dtype=dtype) for dtype in (np.int64, np.float64) * 2))
-    for rows, block in blocks:
-        for largest, (index, values) in ((True, top[:2]), (False, top[2:])):
-            best = torch.topk(block.detach(), k, dim=1, largest=largest, sorted=True)
-            index[rows], values[rows] = best.indices.cpu().numpy(), best.values.cpu().double().numpy()
-    return top
-
-
-class Checkpoint(NamedTuple):
-    """One saved state of a model: parameters and the learning rate of the steps that followed it.
-
-    Attributes
-    ----------
-    params : dict of str to Tensor
-        The differentiable parameters (e.g. ``dict(module.named_parameters())``), not buffers.
-    lr : float
-        η_c, positive.
-    label : str
-        A name for messages and result files (e.g. ``"epoch 10"``).
-    """
-
-    params: dict
-    lr: float
-    label: str = ""
-
-
-def _positive_int(value, what):
-    if not (isinstance(value, (int, np.integer)) and not isinstance(value, bool) and value >= 1):
-        raise GenmemError(f"{what} must be a positive int; got {value!r}")
-    return int(value)
-
-
-class _Projection:
-    """A seeded ``P × d`` random matrix, applied block by block (cached when small).
-
-    The rows of the matrix that multiply parameter ``name`` come in blocks of
-    :data:`PROJECTION_BLOCK`; block ``b`` of parameter number ``p`` is drawn on
-    the CPU from its own stream ``(seed, 2, p, b)``, so the matrix does not
-    depend on chunking, caching or device.
-    """
-
-    def __init__(self, shapes, dim, kind, seed, device, dtype):
-        self.dim, self.kind, self.seed, self.device, self.dtype = dim, kind, seed, device, dtype
-        self.blocks = [(name, p, b, start, min(PROJECTION_BLOCK, size - start))
-                       for p, (name, size) in enumerate(shapes.items())
-                       for b, start in enumerate(range(0, size, PROJECTION_BLOCK))]
-        n_params = sum(shapes.values())
-        self.cache = {} if n_params * dim <= PROJECTION_CACHE_LIMIT else None
-        if self.cache is None:
-            log.info("projection matrix %d x %d is regenerated per chunk (above %d entries)",
-                     n_params, dim, PROJECTION_CACHE_LIMIT)
-
-    def _block(self, p, b, rows):
-        key = (p, b)
-        if self.cache is not None and key in self.cache:
-            return self.cache[key]
-        seq = stream(self.seed, PROJECTION_STREAM, p, b)
-        gen = torch_generator(int(seq.generate_state(1, dtype=np.uint64)[0] >> np.uint64(1)))
-        if self.kind == "rademacher":
-            values = torch.randint(0, 2, (rows, self.dim), generator=gen).to(torch.float64).mul_(2.0).sub_(1.0)
-        else:
-            values = torch.randn((rows, self.dim), generator=gen, dtype=torch.float64)
-        values = (values / math.sqrt(self.dim)).to(device=self.device, dtype=self.dtype)
-        if self.cache is not None:
-            self.cache[key] = values
-        return values
-
-    def __call__(self, grads):
-        """Project per-example gradients (name → [c, ...]) to [c, d]."""
-        out = None
-        for name, p, b, start, rows in self.blocks:
-            g = grads[name].reshape(grads[name].shape[0], -1)[:, start:start + rows]
-            term = g @ self._block(p, b, rows)
-            out = term if out is None else out + term
-        return out
+def _required_positional(fn):
+    """How many positional arguments ``fn`` requires, or None when its signature cannot be read."""
+    try:
+        params = inspect.signature(fn).parameters.values()
+    except (TypeError, ValueError):
+        return None
+    if any(p.kind == inspect.Parameter.VAR_POSITIONAL for p in params):
+        return None
+    return sum(1 for p in params if p.default is inspect.Parameter.empty
+               and p.kind in (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD))
 
 
 class TracIn:
     """TracInCP influence of training examples from saved checkpoints.
+
+    Built, as captum's ``TracInCP``, from the model (its per-example loss and
+    checkpoints) and its training data; :meth:`self_influence` scores the
+    training rows, :meth:`influence` the training rows' influence on test rows.
 
     Parameters
     ----------
@@ -195,6 +92,9 @@ class TracIn:
     checkpoints : sequence of Checkpoint or (params, lr[, label])
         The saved parameter states θ_c with learning rates η_c > 0; all with
         the same parameter names and shapes.
+    train : array or Tensor [N, ...], optional
+        The training examples (noise stream 0) that :meth:`self_influence` and
+        :meth:`influence` score; each call may pass others instead.
     noise_shape : tuple of int, optional
         Shape of the standard-normal draw each example's loss takes (e.g.
         ``(S, L)``: S reparameterisation draws of an L-dimensional latent).
@@ -202,6 +102,8 @@ class TracIn:
         Project gradients to this many dimensions in :meth:`influence` (see the
         module docstring); ``None`` computes exact inner products.
     projection : {"rademacher", "gaussian"}, default="rademacher"
+    normalize : {None, "cosine"}, default=None
+        ``"cosine"``: gradient-normalised TracIn (see the module docstring).
     seed : int, default=0
         Root of the noise draws and the projection matrix.
     chunk_size : int, default=16
@@ -216,18 +118,43 @@ class TracIn:
 
     Notes
     -----
-    Projection matrices up to :data:`PROJECTION_CACHE_LIMIT` entries are kept
+    Projection matrices up to :data:`~genmem.influence.projection.PROJECTION_CACHE_LIMIT` entries are kept
     in memory (1 GiB in float64); larger ones (e.g. a 1M-parameter model with
     d > 128) are regenerated from their seeded blocks of
-    :data:`PROJECTION_BLOCK` rows for each chunk of examples, which bounds
+    :data:`~genmem.influence.projection.PROJECTION_BLOCK` rows for each chunk of examples, which bounds
     memory at the cost of time.
+
+    Examples
+    --------
+    The loss ``ℓ(w; x) = (w·x)²`` of a linear model at one checkpoint
+    ``w = (1, 1)``, η = 0.1: ``∇ℓ = 2 (w·x) x``, so the self-influence of
+    ``x`` is ``0.1 · 4 (w·x)² |x|²``.
+
+    >>> import torch
+    >>> from torch import nn
+    >>> from genmem.influence import TracIn, module_loss
+    >>> net = nn.Linear(2, 1, bias=False)
+    >>> _ = nn.init.ones_(net.weight)
+    >>> loss = module_loss(net, lambda out, x: out.sum() ** 2)
+    >>> tracin = TracIn(loss, [(dict(net.named_parameters()), 0.1)], train=torch.tensor([[1.0, 0.0], [0.0, 2.0]]))
+    >>> tracin.self_influence().round(6)
+    array([0.4, 6.4])
     """
 
-    def __init__(self, loss, checkpoints, *, noise_shape=None, projection_dim=None, projection="rademacher",
-                 seed=0, chunk_size=16, device="cpu"):
+    def __init__(self, loss, checkpoints, train=None, *, noise_shape=None, projection_dim=None,
+                 projection="rademacher", normalize=None, seed=0, chunk_size=16, device="cpu"):
         if not callable(loss):
             raise GenmemError(f"loss must be a callable loss(params, x[, eps]); got {type(loss).__name__}")
+        required = _required_positional(loss)
+        if required == 3 and noise_shape is None:
+            raise GenmemError("the loss takes a noise draw, loss(params, x, eps), but noise_shape is not given; pass "
+                              "noise_shape=(S, L), e.g. (1, vae.latent_dim) for vae_negative_elbo(vae)")
+        if required == 2 and noise_shape is not None:
+            raise GenmemError(f"noise_shape={tuple(noise_shape)} is given but the loss takes no noise, "
+                              "loss(params, x); drop noise_shape or give the loss an eps argument")
+        check_param(normalize, options(*NORMALIZATIONS), "normalize", "TracIn")
         self.loss = loss
+        self.normalize = normalize
         self.device = resolve_device(device)
         self.checkpoints = self._check_checkpoints(checkpoints)
         first = self.checkpoints[0].params
@@ -235,19 +162,18 @@ class TracIn:
         self.dtype = first[self.names[0]].dtype
         self.n_params = sum(p.numel() for p in first.values())
         if noise_shape is not None:
-            noise_shape = tuple(_positive_int(s, "each entry of noise_shape") for s in noise_shape)
+            noise_shape = tuple(int(s) for s in check_param(noise_shape, int_tuple(), "noise_shape", "TracIn"))
         self.noise_shape = noise_shape
-        if projection not in PROJECTIONS:
-            raise GenmemError(f"projection must be one of {', '.join(PROJECTIONS)}; got {projection!r}")
-        if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool):
-            raise GenmemError(f"seed must be an int; got {seed!r}")
-        self.seed = int(seed)
-        self.chunk_size = _positive_int(chunk_size, "chunk_size")
-        self.projection_dim = None if projection_dim is None else _positive_int(projection_dim, "projection_dim")
-        self._project = None if projection_dim is None else _Projection(
+        check_param(projection, options(*PROJECTIONS), "projection", "TracIn")
+        self.seed = check_int(seed, "seed", None, owner="TracIn")
+        self.chunk_size = check_int(chunk_size, "chunk_size", owner="TracIn")
+        self.projection_dim = None if projection_dim is None else check_int(projection_dim, "projection_dim",
+                                                                            owner="TracIn")
+        self._project = None if projection_dim is None else RandomProjection(
             {n: p.numel() for n, p in first.items()}, self.projection_dim, projection, self.seed, self.device,
             self.dtype)
         self._cache = None  # (key of X, projected training features)
+        self.train = None if train is None else self._rows(train, "train")
         if noise_shape is None:
             self._grad = vmap(grad(lambda p, x: loss(p, x)), in_dims=(None, 0))
         else:
@@ -324,9 +250,24 @@ class TracIn:
             yield slice(start, min(start + self.chunk_size, n))
 
     def gradients(self, params, X, eps=None):
-        """Per-example gradients ``∇_θ ℓ(x; θ)`` of rows ``X`` [c, ...] (tensor): name → [c, *shape], on the device."""
+        """Per-example gradients ``∇_θ ℓ(x; θ)`` of rows ``X`` [c, ...] (tensor): name → [c, *shape], on the device.
+
+        With ``normalize="cosine"`` each row's gradient is divided by its norm
+        (over all parameters; a zero gradient stays zero).
+        """
         X = X.to(self.device)
-        return self._grad(params, X) if self.noise_shape is None else self._grad(params, X, eps.to(self.device))
+        try:
+            grads = self._grad(params, X) if self.noise_shape is None else self._grad(params, X, eps.to(self.device))
+        except TypeError as exc:
+            if "positional argument" not in str(exc):
+                raise
+            raise GenmemError(f"the loss does not take the arguments TracIn passes ({exc}); with noise_shape it is "
+                              "called as loss(params, x, eps), without as loss(params, x)") from None
+        if self.normalize == "cosine":
+            norm = torch.sqrt(sum(g.reshape(g.shape[0], -1).square().sum(1) for g in grads.values()))
+            scale = torch.where(norm > 0, 1.0 / norm, torch.zeros_like(norm))
+            grads = {name: g * scale.view(-1, *([1] * (g.dim() - 1))) for name, g in grads.items()}
+        return grads
 
     @staticmethod
     def _inner(ga, gb):
@@ -364,23 +305,44 @@ class TracIn:
         return self._cache[1]
 
     # -- influence ----------------------------------------------------------------
-    def self_influence(self, X, *, unbiased=False):
-        """``TracIn(x, x)`` of every row of ``X``, exact (never projected).
+    def attrs(self):
+        """What produces the values, for a results file."""
+        return {"method": "tracin", "checkpoints": [ck.label for ck in self.checkpoints],
+                "lrs": [ck.lr for ck in self.checkpoints], "normalize": self.normalize or "none",
+                "noise_shape": list(self.noise_shape or []), "projection_dim": self.projection_dim or 0,
+                "seed": self.seed}
+
+    def _train_rows(self, X):
+        """The training rows: ``X`` when given (checked), else those given to the constructor."""
+        if X is not None:
+            return self._rows(X, "X")
+        if self.train is None:
+            raise GenmemError("this TracIn has no training data: build it with TracIn(loss, checkpoints, train=X) "
+                              "or pass the rows to score")
+        return self.train
+
+    def self_influence(self, X=None, *, unbiased=False):
+        """``TracIn(x, x)`` of every training row (or of the rows ``X``), exact (never projected).
 
         Parameters
         ----------
-        X : array or Tensor [N, ...]
+        X : array or Tensor [N, ...], optional
+            Rows to score instead of the training data given to the constructor.
         unbiased : bool, default=False
             Dot product of the gradients under two independent noise draws
             (streams 0 and 1) instead of the squared norm under one (stream 0),
             removing the upward bias of a noisy gradient; equal to the plain
-            value for a loss without noise.
+            value for a loss without noise. Required with ``normalize="cosine"``.
 
         Returns
         -------
         ndarray of float64 [N]
         """
-        X = self._rows(X, "X")
+        if self.normalize == "cosine" and not (unbiased and self.noise_shape is not None):
+            raise GenmemError("the gradient-normalised self-influence of one gradient is Σ_c η_c for every row; "
+                              "use unbiased=True with a noisy loss (the cosine between two draws' gradients) or "
+                              "normalize=None")
+        X = self._train_rows(X)
         eps0 = self.noise(X.shape[0], TRAIN_STREAM)
         eps1 = self.noise(X.shape[0], TEST_STREAM) if unbiased else eps0
         out = torch.zeros(X.shape[0], dtype=torch.float64)
@@ -413,29 +375,51 @@ class TracIn:
             zs = slice(start, min(start + rows, Z.shape[0]))
             yield zs, (fz[zs] @ fx.T).double()
 
-    def influence(self, Z, X, k=None):
-        """``TracIn(x_i, z)`` of every training row ``x_i`` of ``X`` on every test row ``z`` of ``Z``.
+    def influence(self, test, *args, k=None, train=None):
+        """``TracIn(x_i, z)`` of every training row ``x_i`` on every test row ``z``: ``influence(test, k=None)``.
 
         Parameters
         ----------
-        Z : array or Tensor [n_z, ...]
+        test : array or Tensor [n_z, ...]
             Test points (noise stream 1).
-        X : array or Tensor [N, ...]
-            Training examples (noise stream 0); with a projection their
-            projected gradients are cached for the next call with the same ``X``.
-        k : int, optional
+        k : int, optional (also the second positional argument)
             Return only the ``k`` strongest proponents and opponents per test point
             (the full matrix is still built without a projection).
+        train : array or Tensor [N, ...], optional
+            Training examples (noise stream 0) instead of those given to the
+            constructor; with a projection their projected gradients are
+            cached for the next call with the same rows.
 
         Returns
         -------
         ndarray [n_z, N] (float64), or :class:`TopInfluence` when ``k`` is given.
+
+        Notes
+        -----
+        The form of genmem 0.1, ``influence(Z, X[, k])`` with the training
+        rows second, still works and warns (``DeprecationWarning``).
         """
-        X = self._rows(X, "X")
-        Z = self._rows(Z, "Z", like=X)
+        k, train = _legacy_arguments(args, k, train)
+        X = self._train_rows(train)
+        Z = self._rows(test, "Z", like=X)
         with torch.no_grad():
             blocks = self._exact_blocks(Z, X) if self._project is None else self._projected_blocks(Z, X)
             return gather_influence(blocks, Z.shape[0], X.shape[0], k)
+
+
+def _legacy_arguments(args, k, train):
+    """``(k, train)`` from :meth:`TracIn.influence`'s positional arguments: ``(k,)``, or 0.1's ``(X[, k])``."""
+    if not args:
+        return k, train
+    if len(args) == 1 and (args[0] is None or isinstance(args[0], (int, np.integer))):
+        if k is not None:
+            raise TypeError("influence() got k twice (positionally and as k=)")
+        return args[0], train
+    if len(args) > 2 or train is not None:
+        raise TypeError("influence(test, k=None, *, train=None) takes at most two positional arguments")
+    warnings.warn("TracIn.influence(Z, X, k) is deprecated: give the training rows to TracIn(..., train=X) "
+                  "(or as train=X) and call influence(Z, k=k)", DeprecationWarning, stacklevel=3)
+    return (args[1] if len(args) == 2 else k), args[0]
 
 
 def module_loss(module, criterion):
@@ -450,236 +434,3 @@ def module_loss(module, criterion):
         return criterion(functional_call(module, params, (x.unsqueeze(0),)), x)
 
     return loss
-
-
-# -- the VAE -----------------------------------------------------------------------------
-
-
-def vae_negative_elbo(vae):
-    """The per-example loss ``ℓ(params, x, ε) = −ELBO`` of a fitted :class:`~genmem.models.VAE`, for :class:`TracIn`.
-
-    ``−(1/S) Σ_s [log p(x | z_s) + log p(z_s) − log q(z_s | x)]`` with
-    ``z_s = loc(x) + scale(x) · ε_s`` for the S draws ``ε`` [S, L]: the
-    objective the VAE is trained on (S = 1 there). ``params`` holds the
-    ``encoder.*``/``decoder.*`` weights of one checkpoint. A VAE trained with
-    ``binarize="dynamic"`` is scored, as in its ``log_prob``, on the fixed
-    binarization ``x > 0.5``.
-    """
-    from ..models.vae import EVAL_BINARIZE_THRESHOLD
-
-    vae._check_fitted()
-    net = vae.net_
-    likelihood = vae.pyro_model_guide()[0].likelihood
-    dynamic = vae.binarize == "dynamic"
-
-    def loss(params, x, eps):
-        if dynamic:
-            x = (x > EVAL_BINARIZE_THRESHOLD).to(x.dtype)
-        enc = {n[len("encoder."):]: p for n, p in params.items() if n.startswith("encoder.")}
-        dec = {n[len("decoder."):]: p for n, p in params.items() if n.startswith("decoder.")}
-        loc, scale = functional_call(net.encoder, enc, (x.unsqueeze(0),))  # [1, L]
-        z = torch.addcmul(loc, scale, eps)  # [S, L]
-        out = functional_call(net.decoder, dec, (z,))  # [S, D]
-        log_scale = dec.get("log_scale")
-        y, log_jacobian = likelihood.data_terms(x)
-        log_px = likelihood.log_prob_rows(out[None, None], None if log_scale is None else log_scale[None],
-                                          y[None, None], log_jacobian[None, None])[0, 0]  # [S]
-        latent = 0.5 * (eps.square().sum(-1) - z.square().sum(-1)) + torch.log(scale).sum(-1)
-        return -(log_px + latent).mean()
-
-    return loss
-
-
-def load_vae_checkpoint(path, *, device="cpu"):
-    """Read a VAE unit's checkpoint file (``unit_r{r}_k{k}.pt`` of :meth:`VAE.fit_units`).
-
-    Parameters
-    ----------
-    path : path-like
-    device : str, default="cpu"
-
-    Returns
-    -------
-    vae : VAE
-        The unit at its last checkpoint (its network is the template of the loss).
-    checkpoints : list of Checkpoint
-        One per saved epoch, with the recorded learning rate and label ``"epoch E"``.
-    info : dict
-        ``seed``, ``unit`` ([repeat, fold]), ``config``, ``epochs``, ``steps`` as recorded.
-
-    Raises
-    ------
-    GenmemError
-        If the file is missing, not a genmem VAE checkpoint, or a state does
-        not fit the network its config describes.
-    """
-    from ..models.vae import CHECKPOINT_FORMAT, VAE
-
-    try:
-        raw = torch.load(path, weights_only=True, map_location="cpu")
-    except FileNotFoundError:
-        raise GenmemError(
-            f"checkpoint file {path} is missing; re-run 'genmem kfold' with checkpoints to make it") from None
-    except Exception as exc:  # torch.load raises many types for a foreign file
-        raise GenmemError(f"{path} cannot be read as a genmem VAE checkpoint ({type(exc).__name__})") from None
-    if not isinstance(raw, dict) or raw.get("format") != CHECKPOINT_FORMAT:
-        raise GenmemError(f"{path} is not a genmem VAE checkpoint file; pass a unit file written by 'genmem kfold'")
-    vae = VAE.from_checkpoint_dict(raw, device=str(resolve_device(device)), source=path)
-    expected = {n: tuple(p.shape) for n, p in vae.net_.named_parameters()}
-    checkpoints = []
-    for epoch, lr, state in zip(raw["epochs"], raw["lrs"], raw["states"]):
-        if {n: tuple(v.shape) for n, v in state.items()} != expected:
-            raise GenmemError(
-                f"the epoch-{epoch} state in {path} does not fit the VAE its config describes; "
-                "the file is damaged or mixes models"
-            )
-        checkpoints.append(Checkpoint(dict(state), float(lr), f"epoch {int(epoch)}"))
-    info = {key: raw[key] for key in ("seed", "unit", "config", "epochs", "steps")}
-    return vae, checkpoints, info
-
-
-def vae_tracin(path, *, draws=1, **kwargs):
-    """A :class:`TracIn` over the checkpoints of one VAE checkpoint file, with ℓ = −ELBO.
-
-    Parameters
-    ----------
-    path : path-like
-        A unit's checkpoint file (see :func:`load_vae_checkpoint`).
-    draws : int, default=1
-        S, reparameterisation draws ε per example in the −ELBO (the training
-        objective uses 1); every example gets the same S draws at every checkpoint.
-    **kwargs
-        Further :class:`TracIn` arguments (``seed``, ``projection_dim``, ``chunk_size``, ``device``).
-    """
-    vae, checkpoints, _ = load_vae_checkpoint(path, device=kwargs.get("device", "cpu"))
-    draws = _positive_int(draws, "draws")
-    return TracIn(vae_negative_elbo(vae), checkpoints, noise_shape=(draws, int(vae.latent_dim)), **kwargs)
-
-
-class KFoldTracIn:
-    """TracIn of a K-fold VAE run, from the checkpoints its units saved.
-
-    A K-fold run has no model trained on all the data: unit (r, k) trained on
-    the rows outside fold k of repeat r. Each example's influence is the mean,
-    over the R·(K−1) units that trained on it, of that unit's TracInCP over its
-    checkpoints (ℓ = −ELBO, :func:`vae_negative_elbo`).
-
-    Parameters
-    ----------
-    result : KFoldResult
-        A complete VAE run that stores its data (``/data/x``).
-    path : path-like
-        The results file; its config's ``artifact_dir`` (relative to it) holds
-        the units' checkpoint files ``unit_r{r}_k{k}.pt``.
-    draws, seed, projection_dim, chunk_size, device
-        As for :func:`vae_tracin` and :class:`TracIn` (the same ``seed`` for every unit).
-    unbiased : bool, default=False
-        Self-influence from two independent ε draws (see :meth:`TracIn.self_influence`).
-
-    Notes
-    -----
-    Each unit's checkpoint file is read and checked once, on first use, and
-    its :class:`TracIn` kept for later calls (memory: every unit's
-    checkpoints, on ``device``).
-
-    Raises
-    ------
-    GenmemError
-        If the run is not a VAE run, stores no data or no checkpoints, or a
-        checkpoint file is missing or belongs to another run or model.
-    """
-
-    def __init__(self, result, path, *, draws=1, seed=0, projection_dim=None, chunk_size=16, device="cpu",
-                 unbiased=False):
-        name = result.config["model"]["name"]
-        if name != "vae":
-            raise GenmemError(f"{path} is a {name} run; TracIn from checkpoints needs a VAE run")
-        if result.x is None:
-            raise GenmemError(f"{path} stores no data (/data/x); re-run 'genmem kfold' without --no-store-data")
-        folder = result.config.get("artifact_dir")
-        folder = None if not folder else Path(path).parent / folder
-        if folder is None or not folder.is_dir() or not any(folder.glob("unit_r*_k*.pt")):
-            raise GenmemError(
-                f"{path} has no VAE checkpoints (folder {folder or 'none recorded'}); re-run 'genmem kfold' with "
-                "checkpoints > 0 (VAE(checkpoints=10)) and keep the .units folder beside the results file"
-            )
-        self.result, self.path = result, path
-        self.files = {(int(r), int(k)): folder / f"unit_r{r}_k{k}.pt" for r, k in zip(*np.nonzero(result.done))}
-        missing = [p.name for p in self.files.values() if not p.is_file()]
-        if missing:
-            raise GenmemError(
-                f"{len(missing)} of {len(self.files)} checkpoint files are missing from {folder} "
-                f"(first: {missing[0]}); re-run 'genmem kfold --force' with checkpoints to recreate them"
-            )
-        self.options = dict(draws=_positive_int(draws, "draws"), seed=seed, projection_dim=projection_dim,
-                            chunk_size=chunk_size, device=device)
-        self.unbiased = bool(unbiased)
-        self.labels, self.lrs = None, None
-        self._loaded = {}  # unit (r, k) -> its TracIn
-
-    def _check(self, key, info, file):
-        r, k = key
-        if int(info["seed"]) != int(self.result.unit_seeds[r, k]) or [int(i) for i in info["unit"]] != [r, k]:
-            raise GenmemError(
-                f"{file} belongs to another run (unit {list(info['unit'])}, seed {info['seed']}; this run's unit "
-                f"({r}, {k}) has seed {int(self.result.unit_seeds[r, k])}); keep each run's .units folder with its file"
-            )
-        ours, theirs = self.result.config["model"]["params"], info["config"]
-        differ = sorted(key for key in ours.keys() & theirs.keys()
-                        if key not in RUNTIME_PARAMS and not _json_equal(ours[key], theirs[key]))
-        if differ or int(theirs.get("n_features", -1)) != self.result.x.shape[1]:
-            what = differ[0] if differ else "n_features"
-            raise GenmemError(f"{file} is a checkpoint of another model ({what} differs from the run's config)")
-
-    def _unit(self, key):
-        """The TracIn of unit ``key``, from its checkpoint file (read and checked on the first call)."""
-        if key not in self._loaded:
-            file = self.files[key]
-            vae, checkpoints, info = load_vae_checkpoint(file, device=self.options["device"])
-            self._check(key, info, file)
-            if self.labels is None:
-                self.labels, self.lrs = [ck.label for ck in checkpoints], [ck.lr for ck in checkpoints]
-            opts = {name: v for name, v in self.options.items() if name != "draws"}
-            self._loaded[key] = TracIn(vae_negative_elbo(vae), checkpoints,
-                                       noise_shape=(self.options["draws"], int(vae.latent_dim)), **opts)
-        return self._loaded[key]
-
-    def _units(self):
-        """Yield (training mask [N], TracIn) for every unit."""
-        for key in self.files:
-            yield self.result.assignment[key[0]] != key[1], self._unit(key)
-
-    def self_influence(self):
-        """Mean over training units of ``TracIn(x_i, x_i)`` (see :meth:`TracIn.self_influence`), float64 [N]."""
-        X = self.result.x
-        total, count = np.zeros(len(X)), np.zeros(len(X))
-        for mask, tr in self._units():
-            total[mask] += tr.self_influence(X[mask], unbiased=self.unbiased)
-            count[mask] += 1
-        return total / count
-
-    def influence(self, Z, k=None):
-        """Mean over the units that trained on ``x_i`` of ``TracIn(x_i, z)``, for test rows ``Z`` [n_z, D].
-
-        Returns an ndarray [n_z, N] (float64), or :class:`TopInfluence` when ``k`` is given.
-        """
-        X = self.result.x
-        Z = check_data(Z, name="test data", n_features=X.shape[1])
-        total, count = np.zeros((len(Z), len(X))), np.zeros(len(X))
-        for mask, tr in self._units():
-            total[:, mask] += tr.influence(Z, X[mask])
-            count[mask] += 1
-        matrix = torch.as_tensor(total / count)
-        return gather_influence([(slice(0, len(Z)), matrix)], len(Z), len(X), k)
-
-    def attrs(self):
-        """What produced the values, for the results file (checkpoints and η are known after a computation)."""
-        return {"method": "tracin", "loss": "negative ELBO", "checkpoints": self.labels, "lrs": self.lrs,
-                "units": len(self.files), "aggregate": "mean over the units that trained on the example",
-                "unbiased_self_influence": self.unbiased,
-                **{key: v for key, v in self.options.items() if key != "device"}}
-
-
-def _json_equal(a, b):
-    """Equality of two config values as JSON would store them (tuples as lists)."""
-    return json.dumps(a, sort_keys=True) == json.dumps(b, sort_keys=True)

@@ -9,21 +9,16 @@ import numpy as np
 
 from ..errors import GenmemError
 from ..seeds import FOLDS, UNITS, stream_rng, stream_seed
+from ..validation import check_int
 
 
 def check_fold_args(n, folds, repeats, seed):
     """Raise :class:`GenmemError` unless ``2 <= folds <= n``, ``repeats >= 1`` and ``seed >= 0``."""
-    for name, value in (("folds", folds), ("repeats", repeats), ("seed", seed)):
-        if not isinstance(value, (int, np.integer)) or isinstance(value, bool):
-            raise GenmemError(f"{name} must be an integer; got {value!r}")
-    if folds < 2:
-        raise GenmemError(f"folds must be at least 2 (one fold is held out, the rest train); got {folds}")
+    check_int(folds, "folds", 2)
     if folds > n:
         raise GenmemError(f"folds ({folds}) exceeds the number of examples ({n}); use --folds {n} or fewer")
-    if repeats < 1:
-        raise GenmemError(f"repeats must be at least 1; got {repeats}")
-    if seed < 0:
-        raise GenmemError(f"seed must be a non-negative integer; got {seed}")
+    check_int(repeats, "repeats")
+    check_int(seed, "seed", 0)
 
 
 def make_folds(n, folds, repeats=1, seed=0):

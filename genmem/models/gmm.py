@@ -1,239 +1,63 @@
 """Gaussian mixture density model fitted by EM in torch, with batched K-fold training.
 
-The EM follows scikit-learn's :class:`~sklearn.mixture.GaussianMixture`:
-``reg_covar`` is added to the diagonal of every covariance after each M-step,
-component masses carry ``10·eps`` so that an empty component stays finite,
-the lower bound of an iteration is the mean per-example log-likelihood under
-the parameters *before* its M-step, EM stops when that bound changes by less
-than ``tol``, and with ``n_init > 1`` the initialisation with the highest final
-bound is kept.
-
-Numerics: full covariances are handled through their Cholesky factors (the
-upper-triangular precision factor ``P = L⁻ᵀ`` with ``P Pᵀ = Σ⁻¹``, as
-scikit-learn's ``precisions_cholesky_``), responsibilities through
-log-sum-exp, and the data in chunks. One pass over the data per iteration
-computes both the E-step and the M-step's sufficient statistics; second
-moments are taken around the previous iteration's means and shifted to the new
-ones, which is exact and keeps cancellation small.
-
-Batching: :meth:`GMM.fit_units` stacks all units (times ``n_init``) along a
-leading model dimension. Each model sees every row, its responsibilities
-multiplied by its unit's training mask, and is frozen at the iteration where it
-converges, so each unit ends where fitting it alone would (up to the order of
-floating-point sums).
+The estimator (:class:`GMM`): parameters, the initialisation (scikit-learn's
+``KMeans`` as :class:`~sklearn.mixture.GaussianMixture` starts, or random
+responsibilities), ``n_init`` starts of which the highest final bound is kept,
+and :meth:`GMM.fit_units`, which stacks all units (times ``n_init``) along a
+leading model dimension. The EM itself, numerics and batching, is
+:mod:`genmem.models.em`.
 """
-import logging
-import math
 import warnings
-from typing import NamedTuple
 
 import numpy as np
 import torch
+from sklearn.cluster import KMeans
+from threadpoolctl import threadpool_limits
 
 from ..device import DTYPES, resolve_device
 from ..errors import GenmemError
-from ..validation import check_data, is_int, is_real
-from ._kmeans import kmeans_labels
-from .base import DensityModel, as_seed
-
-logger = logging.getLogger(__name__)
+from ..seeds import sklearn_seed
+from ..validation import check_data, check_params, integer, options, real
+from .base import DensityModel, as_seed, check_units
+from .em import accumulate, chunk_rows, mixture_log_prob, params_from_stats, run_em, zero_stats
 
 COVARIANCE_TYPES = ("full", "diag")
 INITS = ("kmeans++", "random")
-LOG_2PI = math.log(2.0 * math.pi)
 
 
 class ConvergenceWarning(UserWarning):
     """EM reached ``max_iter`` before its lower bound changed by less than ``tol``."""
 
 
-def _among(choices):
-    return lambda value: isinstance(value, str) and value in choices
-
-
-# Parameter name -> (what is allowed, check). ``device`` is checked by resolve_device.
-_PARAMETER_CONSTRAINTS = {
-    "n_components": ("an int in the range [1, inf)", lambda v: is_int(v) and v >= 1),
-    "covariance_type": ("a str among {'full', 'diag'}", _among(COVARIANCE_TYPES)),
-    "tol": ("a float in the range [0, inf)", lambda v: is_real(v) and v >= 0),
-    "reg_covar": ("a float in the range [0, inf)", lambda v: is_real(v) and v >= 0),
-    "max_iter": ("an int in the range [1, inf)", lambda v: is_int(v) and v >= 1),
-    "n_init": ("an int in the range [1, inf)", lambda v: is_int(v) and v >= 1),
-    "init": ("a str among {'kmeans++', 'random'}", _among(INITS)),
-    "dtype": ("a str among {'float64', 'float32'}", _among(DTYPES)),
-    "chunk_size": ("an int in the range [1, inf)", lambda v: is_int(v) and v >= 1),
+#: Allowed parameter values (``device`` is checked by resolve_device).
+PARAMETER_CONSTRAINTS = {
+    "n_components": integer(1),
+    "covariance_type": options(*COVARIANCE_TYPES),
+    "tol": real(0, closed="left"),
+    "reg_covar": real(0, closed="left"),
+    "max_iter": integer(1),
+    "n_init": integer(1),
+    "init": options(*INITS),
+    "dtype": options(*DTYPES),
+    "chunk_size": integer(1),
+    "batch_units": options(True, False, "auto"),
 }
 
 
-# -- EM building blocks on a leading model dimension B -------------------------------------
-def _precision_cholesky(covariances, covariance_type):
-    """Precision factors ``P`` of covariances [B, C, D, D] ('full') or [B, C, D] ('diag').
+def kmeans_labels(X, n_clusters, random_state):
+    """Cluster labels [N] (int64 tensor on ``X``'s device) of scikit-learn's ``KMeans(n_init=1)`` on the rows of ``X``.
 
-    'full': upper-triangular ``P = L⁻ᵀ`` with ``L Lᵀ = Σ``; 'diag': ``1 / sqrt(σ²)``.
+    What scikit-learn's ``GaussianMixture(init_params="kmeans")`` starts
+    from: k-means++ seeding and Lloyd iterations, drawing from
+    ``random_state`` (a ``numpy.random.RandomState``, shared by successive
+    initialisations as ``GaussianMixture`` shares its own). KMeans runs on
+    one OpenMP thread: it adds its threads' partial sums in the order they
+    finish, so more threads could change the last bits of the centres, and
+    with them (rarely) a label, from one run to the next.
     """
-    if covariance_type == "full":
-        chol, info = torch.linalg.cholesky_ex(covariances)
-        valid = bool((info == 0).all())
-    else:
-        valid = bool((covariances > 0).all())
-    if not valid:
-        raise GenmemError(
-            "GMM fitting failed: a mixture component has an ill-defined (singular) covariance, e.g. "
-            "from collapsed or duplicate examples; increase reg_covar, use fewer components or scale the data"
-        )
-    if covariance_type == "diag":
-        return torch.rsqrt(covariances)
-    eye = torch.eye(chol.shape[-1], dtype=chol.dtype, device=chol.device).expand_as(chol)
-    return torch.linalg.solve_triangular(chol, eye, upper=False).transpose(-1, -2)
-
-
-def log_normaliser(weights, precisions_chol, covariance_type):
-    """``log w_k + log det P_k − D/2 log 2π`` [B, C]: the per-component constant of log w_k N(x)."""
-    if covariance_type == "full":
-        log_det = torch.log(torch.diagonal(precisions_chol, dim1=-2, dim2=-1)).sum(-1)
-    else:
-        log_det = torch.log(precisions_chol).sum(-1)
-    return torch.log(weights) + log_det - 0.5 * precisions_chol.shape[-1] * LOG_2PI
-
-
-def log_joint(X, means, precisions_chol, log_norm, covariance_type):
-    """``log w_k N(x | μ_k, Σ_k)`` [B, C, r] for rows ``X`` [r, D], and ``x − μ_k`` [B, C, r, D]."""
-    diff = X - means[:, :, None, :]
-    if covariance_type == "full":
-        y = diff @ precisions_chol
-    else:
-        y = diff * precisions_chol[:, :, None, :]
-    return log_norm[..., None] - 0.5 * (y * y).sum(-1), diff
-
-
-def _chunk_rows(chunk_size, n_models, n_components):
-    """Rows per chunk, so that a chunk's [B, C, rows, D] temporaries hold about chunk_size·D numbers."""
-    return max(1, chunk_size // (n_models * n_components))
-
-
-def _zero_stats(n_models, n_components, n_features, covariance_type, like):
-    """Zeroed sufficient statistics (Σr, Σr·d, Σr·d dᵀ or Σr·d²) with d the difference to a reference mean."""
-    second = (n_features, n_features) if covariance_type == "full" else (n_features,)
-    shape = (n_models, n_components)
-    return (like.new_zeros(shape), like.new_zeros(shape + (n_features,)), like.new_zeros(shape + second))
-
-
-def _accumulate(stats, diff, resp, covariance_type):
-    """Add one chunk's statistics: ``diff`` [B, C, r, D] the rows minus the reference points
-    (broadcast from [r, D] when those are shared), ``resp`` [B, C, r] the responsibilities."""
-    mass, first, second = stats
-    mass += resp.sum(-1)
-    first += (resp[..., None, :] @ diff)[..., 0, :]
-    if covariance_type == "full":
-        second += (diff * resp[..., None]).transpose(-1, -2) @ diff
-    else:
-        second += (resp[..., None, :] @ (diff * diff))[..., 0, :]
-
-
-def _params_from_stats(stats, reference, reg_covar, covariance_type, n_rows=None):
-    """M-step: weights [B, C], means [B, C, D] and covariances from statistics around ``reference``.
-
-    Weights are the masses divided by their sum, or by ``n_rows`` when given
-    (scikit-learn's initialisation).
-    """
-    mass, first, second = stats
-    mass = mass + 10 * torch.finfo(mass.dtype).eps
-    shift = first / mass[..., None]
-    means = reference + shift
-    if covariance_type == "full":
-        covariances = second / mass[..., None, None] - shift[..., :, None] * shift[..., None, :]
-        covariances = 0.5 * (covariances + covariances.transpose(-1, -2))
-        covariances.diagonal(dim1=-2, dim2=-1).add_(reg_covar)
-    else:
-        covariances = second / mass[..., None] - shift * shift + reg_covar
-    weights = mass / (mass.sum(-1, keepdim=True) if n_rows is None else n_rows)
-    return weights, means, covariances
-
-
-def _em_pass(X, masks, means, precisions_chol, log_norm, covariance_type, chunk_size):
-    """One E-step over all rows of ``X`` with the statistics of the M-step that follows it.
-
-    Returns the summed log-likelihood [B] over each model's rows (all rows
-    when ``masks`` is None, else those where ``masks`` [B, N] is True) and the
-    statistics around the current ``means``.
-    """
-    n_models, n_components, n_features = means.shape
-    loglik = X.new_zeros(n_models)
-    stats = _zero_stats(n_models, n_components, n_features, covariance_type, X)
-    rows = _chunk_rows(chunk_size, n_models, n_components)
-    for start in range(0, X.shape[0], rows):
-        joint, diff = log_joint(X[start:start + rows], means, precisions_chol, log_norm, covariance_type)
-        evidence = torch.logsumexp(joint, 1)
-        resp = torch.exp(joint - evidence[:, None, :])
-        if masks is not None:
-            mask = masks[:, start:start + rows]
-            evidence = torch.where(mask, evidence, 0.0)
-            resp = resp * mask[:, None, :]
-        loglik += evidence.sum(-1)
-        _accumulate(stats, diff, resp, covariance_type)
-    return loglik, stats
-
-
-def _score(X, weights, means, precisions_chol, covariance_type, chunk_size):
-    """log p(x) [B, N] of every row of ``X`` under each of B mixtures."""
-    log_norm = log_normaliser(weights, precisions_chol, covariance_type)
-    rows = _chunk_rows(chunk_size, means.shape[0], means.shape[1])
-    return torch.cat([
-        torch.logsumexp(log_joint(X[s:s + rows], means, precisions_chol, log_norm, covariance_type)[0], 1)
-        for s in range(0, X.shape[0], rows)
-    ], dim=1)
-
-
-class _EMResult(NamedTuple):
-    weights: torch.Tensor  # [B, C]
-    means: torch.Tensor  # [B, C, D]
-    covariances: torch.Tensor  # [B, C, D, D] or [B, C, D]
-    precisions_chol: torch.Tensor  # like covariances
-    lower_bound: np.ndarray  # float64 [B]
-    n_iter: np.ndarray  # int [B]
-    converged: np.ndarray  # bool [B]
-
-
-def _run_em(X, masks, weights, means, covariances, *, covariance_type, tol, reg_covar, max_iter,
-            chunk_size, on_done=None):
-    """EM for B mixtures from their initial parameters, each frozen once it converges.
-
-    ``masks`` [B, N] (bool tensor or None for all rows) selects each model's
-    training rows. ``on_done`` is called with the (NumPy) indices of models that
-    have just stopped.
-    """
-    n_models = means.shape[0]
-    counts = masks.sum(1).to(X.dtype) if masks is not None else X.new_full((n_models,), X.shape[0])
-    weights, means, covariances = weights.clone(), means.clone(), covariances.clone()
-    precisions_chol = _precision_cholesky(covariances, covariance_type)
-    lower_bound = np.full(n_models, -np.inf)
-    n_iter = np.zeros(n_models, dtype=np.int64)
-    converged = np.zeros(n_models, dtype=bool)
-    active = np.arange(n_models)
-    for iteration in range(1, max_iter + 1):
-        idx = torch.as_tensor(active, device=X.device)
-        current_means, current_precisions_chol = means[idx], precisions_chol[idx]
-        log_norm = log_normaliser(weights[idx], current_precisions_chol, covariance_type)
-        loglik, stats = _em_pass(X, None if masks is None else masks[idx], current_means, current_precisions_chol,
-                                 log_norm, covariance_type, chunk_size)
-        new_weights, new_means, new_covariances = _params_from_stats(stats, current_means, reg_covar,
-                                                                     covariance_type)
-        precisions_chol[idx] = _precision_cholesky(new_covariances, covariance_type)
-        weights[idx], means[idx], covariances[idx] = new_weights, new_means, new_covariances
-        bound = (loglik / counts[idx]).double().cpu().numpy()
-        done = np.abs(bound - lower_bound[active]) < tol
-        lower_bound[active] = bound
-        n_iter[active] = iteration
-        converged[active[done]] = True
-        logger.debug("EM iteration %d: %d of %d mixtures converged", iteration, int(done.sum()), len(active))
-        if on_done is not None and done.any():
-            on_done(active[done])
-        active = active[~done]
-        if not len(active):
-            break
-    if on_done is not None and len(active):
-        on_done(active)
-    return _EMResult(weights, means, covariances, precisions_chol, lower_bound, n_iter, converged)
+    with threadpool_limits(limits=1, user_api="openmp"):
+        labels = KMeans(n_clusters=n_clusters, n_init=1, random_state=random_state).fit(X.cpu().numpy()).labels_
+    return torch.as_tensor(labels, dtype=torch.int64, device=X.device)
 
 
 class GMM(DensityModel):
@@ -255,11 +79,15 @@ class GMM(DensityModel):
     n_init : int, default=1
         Number of initialisations; the one with the highest final lower bound is kept.
     init : {"kmeans++", "random"}, default="kmeans++"
-        ``"kmeans++"``: k-means++ seeding followed by Lloyd iterations until the
-        labels stop changing (at most 300); the hard labels give the initial
-        responsibilities, as scikit-learn's ``init_params="kmeans"`` does (which
-        runs its own ``KMeans``). ``"random"``: uniform random responsibilities,
-        normalised per example.
+        ``"kmeans++"``: scikit-learn's ``KMeans(n_init=1)`` (k-means++
+        seeding, Lloyd iterations); its hard labels give the initial
+        responsibilities, exactly as scikit-learn's
+        ``GaussianMixture(init_params="kmeans")`` starts: ``fit(X, rng=seed)``
+        starts where ``GaussianMixture(random_state=sklearn_seed(seed))``
+        does (:func:`genmem.seeds.sklearn_seed`; what
+        :class:`~genmem.models.SklearnDensity` passes), with ``n_init`` > 1
+        too. ``"random"``: uniform random responsibilities, normalised per
+        example.
     device : str or torch.device, default="cpu"
         Where EM runs: "cpu", "cuda", "cuda:1" or "auto".
     dtype : {"float64", "float32"}, default="float64"
@@ -287,9 +115,21 @@ class GMM(DensityModel):
     lower_bound_ : float
         Mean per-example log-likelihood of the training data at the last iteration.
     n_features_in_ : int
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from genmem.models import GMM
+    >>> rng = np.random.default_rng(0)
+    >>> X = np.concatenate([rng.normal(-5.0, 1.0, (100, 1)), rng.normal(5.0, 1.0, (100, 1))])
+    >>> gmm = GMM(2).fit(X, rng=0)
+    >>> np.sort(gmm.means_.ravel()).round(1), gmm.weights_.round(2)
+    (array([-4.9,  4.9]), array([0.5, 0.5]))
     """
 
     name = "gmm"
+    #: 1: the k-means start is scikit-learn's ``KMeans`` (0: genmem 0.1's own k-means).
+    revision = 1
 
     def __init__(self, n_components=10, *, covariance_type="full", tol=1e-3, reg_covar=1e-6, max_iter=100,
                  n_init=1, init="kmeans++", device="cpu", dtype="float64", chunk_size=65536, batch_units="auto"):
@@ -308,12 +148,7 @@ class GMM(DensityModel):
     # -- helpers ----------------------------------------------------------------------------
     def _settings(self):
         """Validate the parameters; return the torch device and dtype."""
-        for name, (allowed, valid) in _PARAMETER_CONSTRAINTS.items():
-            value = getattr(self, name)
-            if not valid(value):
-                raise GenmemError(
-                    f"The {name!r} parameter of {type(self).__name__} must be {allowed}. Got {value!r} instead."
-                )
+        check_params(self, PARAMETER_CONSTRAINTS)
         return resolve_device(self.device), DTYPES[self.dtype]
 
     def _check_rows(self, n_rows, what):
@@ -329,29 +164,31 @@ class GMM(DensityModel):
 
     def _initial_params(self, X, seed):
         """The ``n_init`` initial (weights, means, covariances), stacked, for training rows ``X``."""
-        rng = np.random.default_rng(seed)
         n_rows, n_features = X.shape
         n_components = int(self.n_components)
         resp = []
-        for _ in range(self.n_init):
-            if self.init == "kmeans++":
-                labels = kmeans_labels(X, n_components, rng)
+        if self.init == "kmeans++":
+            random_state = np.random.RandomState(None if seed is None else sklearn_seed(seed))
+            for _ in range(self.n_init):
+                labels = kmeans_labels(X, n_components, random_state)
                 resp.append(torch.nn.functional.one_hot(labels, n_components).T.to(X.dtype))
-            else:
+        else:
+            rng = np.random.default_rng(seed)
+            for _ in range(self.n_init):
                 draw = torch.as_tensor(rng.uniform(size=(n_rows, n_components)), dtype=X.dtype, device=X.device)
                 resp.append((draw / draw.sum(1, keepdim=True)).T)
         resp = torch.stack(resp)
-        stats = _zero_stats(self.n_init, n_components, n_features, self.covariance_type, X)
-        rows = _chunk_rows(self.chunk_size, self.n_init, n_components)
+        stats = zero_stats(self.n_init, n_components, n_features, self.covariance_type, X)
+        rows = chunk_rows(self.chunk_size, self.n_init, n_components)
         center = X.mean(0)
         for start in range(0, n_rows, rows):
-            _accumulate(stats, X[start:start + rows] - center, resp[:, :, start:start + rows], self.covariance_type)
+            accumulate(stats, X[start:start + rows] - center, resp[:, :, start:start + rows], self.covariance_type)
         reference = center.expand(self.n_init, n_components, n_features)
-        return _params_from_stats(stats, reference, self.reg_covar, self.covariance_type, n_rows=n_rows)
+        return params_from_stats(stats, reference, self.reg_covar, self.covariance_type, n_rows=n_rows)
 
     def _fit_inits(self, X, weights, means, covariances):
         """EM from each stacked initial parameter set; keep the one with the best final lower bound."""
-        result = _run_em(X, None, weights, means, covariances, **self._em_options())
+        result = run_em(X, None, weights, means, covariances, **self._em_options())
         best = int(np.argmax(result.lower_bound))
         self.weights_ = result.weights[best].double().cpu().numpy()
         self.means_ = result.means[best].double().cpu().numpy()
@@ -361,7 +198,6 @@ class GMM(DensityModel):
         self.n_iter_ = int(result.n_iter[best])
         self.lower_bound_ = float(result.lower_bound[best])
         self.n_features_in_ = X.shape[1]
-        self._fitted = True
         if not self.converged_:
             warnings.warn(
                 f"{type(self).__name__} did not converge in max_iter={self.max_iter} EM iterations "
@@ -387,13 +223,14 @@ class GMM(DensityModel):
         return self._fit_inits(Xt, *params)
 
     # -- public API -------------------------------------------------------------------------
-    def fit(self, X, *, rng=None):
+    def fit(self, X, y=None, *, rng=None):
         """Fit the mixture to ``X`` by EM.
 
         Parameters
         ----------
         X : array-like [N, D]
             Training data, N >= n_components.
+        y : ignored
         rng : None, int, numpy SeedSequence or Generator
             Seed of the initialisation; None draws a fresh one.
 
@@ -408,7 +245,7 @@ class GMM(DensityModel):
             When the kept initialisation stopped at ``max_iter``.
         """
         device, dtype = self._settings()
-        X = check_data(X)
+        X = check_data(X, distinct=True)
         self._check_rows(X.shape[0], "X")
         Xt = torch.as_tensor(X, dtype=dtype, device=device)
         return self._fit_inits(Xt, *self._initial_params(Xt, as_seed(rng)))
@@ -426,11 +263,11 @@ class GMM(DensityModel):
         """
         self._check_fitted()
         device, dtype = self._settings()
-        X = check_data(X, n_features=self.n_features_in_)
+        X = check_data(X, n_features=self.n_features_in_, model=type(self).__name__)
         params = [torch.as_tensor(a, dtype=dtype, device=device)[None]
                   for a in (self.weights_, self.means_, self.precisions_cholesky_)]
         Xt = torch.as_tensor(X, dtype=dtype, device=device)
-        return _score(Xt, *params, self.covariance_type, self.chunk_size)[0].double().cpu().numpy()
+        return mixture_log_prob(Xt, *params, self.covariance_type, self.chunk_size)[0].double().cpu().numpy()
 
     def fit_units(self, X, train_masks, seeds, *, unit_keys=None, artifact_dir=None, progress=None):
         """Fit one mixture per unit in one batched EM and score every example under each.
@@ -463,20 +300,10 @@ class GMM(DensityModel):
             Once, naming the units whose kept initialisation stopped at ``max_iter``.
         """
         device, dtype = self._settings()
-        if self.batch_units not in (True, False, "auto"):
-            raise GenmemError(f"The 'batch_units' parameter of GMM must be True, False or 'auto'. Got {self.batch_units!r} instead.")
         if not (self.batch_units is True or (self.batch_units == "auto" and device.type == "cuda")):
             return super().fit_units(X, train_masks, seeds, progress=progress)
-        X = check_data(X)
-        masks = np.asarray(train_masks)
-        if masks.dtype != bool or masks.ndim != 2 or masks.shape[1] != X.shape[0] or not len(masks):
-            raise GenmemError(
-                f"train_masks must be a boolean array [units, {X.shape[0]}]; "
-                f"got dtype {masks.dtype} and shape {masks.shape}"
-            )
-        seeds = [int(s) for s in seeds]
-        if len(seeds) != len(masks):
-            raise GenmemError(f"got {len(seeds)} seeds for {len(masks)} units; pass one seed per unit")
+        X = check_data(X, distinct=True)
+        masks, seeds = check_units(X, train_masks, seeds)
         for u, mask in enumerate(masks):
             self._check_rows(int(mask.sum()), f"unit {u}")
         n_units, n_init = len(masks), int(self.n_init)
@@ -493,7 +320,7 @@ class GMM(DensityModel):
             if progress is not None and finished:
                 progress(finished)
 
-        result = _run_em(Xt, mask_t.repeat_interleave(n_init, dim=0), weights, means, covariances,
+        result = run_em(Xt, mask_t.repeat_interleave(n_init, dim=0), weights, means, covariances,
                          on_done=on_done, **self._em_options())
         best = np.arange(n_units) * n_init + result.lower_bound.reshape(n_units, n_init).argmax(1)
         stalled = np.flatnonzero(~result.converged[best])
@@ -506,6 +333,6 @@ class GMM(DensityModel):
                 stacklevel=2,
             )
         best_t = torch.as_tensor(best, device=device)
-        loglik = _score(Xt, result.weights[best_t], result.means[best_t], result.precisions_chol[best_t],
+        loglik = mixture_log_prob(Xt, result.weights[best_t], result.means[best_t], result.precisions_chol[best_t],
                         self.covariance_type, self.chunk_size)
         return {"loglik": loglik.double().cpu().numpy()}

@@ -6,19 +6,24 @@ points, in torch, on CPU or GPU); the leave-one-out memorization score has a
 closed form, so no model is ever refitted.
 """
 import math
+import warnings
 
 import numpy as np
 import torch
 
 from ..device import resolve_device, torch_dtype
+from ..distances import SquaredDistances
 from ..errors import GenmemError
-from ..validation import check_data
-from .base import DensityModel
+from ..validation import any_of, check_data, check_params, has_spread, integer, options, real
+from .base import DensityModel, check_units
 
 BANDWIDTH_RULES = ("scott", "silverman", "cv")
 
 #: Bandwidths tried by ``bandwidth="cv"``, as multiples of Scott's rule.
 CV_GRID = tuple(2.0 ** np.linspace(-4, 2, 25))
+
+#: Allowed parameter values (``device`` and ``dtype`` are checked where they are resolved).
+PARAMETER_CONSTRAINTS = {"bandwidth": any_of(real(0), options(*BANDWIDTH_RULES)), "chunk_size": integer(1)}
 
 
 def rule_of_thumb_bandwidth(X, rule="scott"):
@@ -30,9 +35,10 @@ def rule_of_thumb_bandwidth(X, rule="scott"):
     """
     X = check_data(X, min_rows=2)
     n, d = X.shape
+    if not has_spread(X):
+        raise GenmemError("all training examples are identical (up to rounding); a KDE bandwidth cannot be chosen by "
+                          "rule — pass a float")
     sigma = math.sqrt(float(np.mean(np.var(X, axis=0, ddof=1))))
-    if sigma == 0.0:
-        raise GenmemError("all training examples are identical; a KDE bandwidth cannot be chosen by rule — pass a float")
     if rule == "scott":
         return sigma * n ** (-1.0 / (d + 4))
     if rule == "silverman":
@@ -40,36 +46,13 @@ def rule_of_thumb_bandwidth(X, rule="scott"):
     raise GenmemError(f"unknown bandwidth rule {rule!r}; use 'scott' or 'silverman'")
 
 
-class SquaredDistances:
-    """Exact squared Euclidean distances from chunks of query rows to a fixed set of points, on one device."""
-
-    def __init__(self, X, device, dtype, chunk_size):
-        self.X = torch.as_tensor(X, dtype=dtype, device=device)
-        self.sq = (self.X * self.X).sum(1)
-        self.chunk_size = int(chunk_size)
-
-    def sq_dists(self, Q):
-        """Squared distances [c, n] from query rows ``Q`` (a tensor) to the points."""
-        d2 = torch.addmm(self.sq[None, :], Q, self.X.T, alpha=-2.0)
-        return d2.add_((Q * Q).sum(1, keepdim=True)).clamp_min_(0.0)
-
-    def chunks(self, Q, scale=None):
-        """Yield ``(slice, block)`` for chunks of the query rows ``Q`` (numpy).
-
-        ``block`` holds the squared distances [c, n]; with ``scale`` it holds
-        ``−scale · d²`` (a Gaussian log-kernel for ``scale = 1/(2h²)``),
-        computed in one fused matrix product — four times fewer passes over
-        the block than scaling the distances afterwards.
-        """
-        Q = torch.as_tensor(Q, dtype=self.X.dtype, device=self.X.device)
-        for start in range(0, Q.shape[0], self.chunk_size):
-            sl = slice(start, min(start + self.chunk_size, Q.shape[0]))
-            q = Q[sl]
-            if scale is None:
-                yield sl, self.sq_dists(q)
-            else:
-                block = torch.addmm(self.sq[None, :], q, self.X.T, beta=-scale, alpha=2.0 * scale)
-                yield sl, block.sub_(scale * (q * q).sum(1, keepdim=True))
+def _check_representable(h, dtype):
+    """Raise unless ``h²`` and ``1/(2h²)`` are normal numbers of ``dtype`` (a bandwidth the kernel can use)."""
+    info = torch.finfo(dtype)
+    low, high = math.sqrt(info.tiny), math.sqrt(info.max) / 2
+    if not low <= h <= high:
+        raise GenmemError(f"The 'bandwidth' parameter of KDE is {h:g}, outside what {dtype} can square "
+                          f"([{low:.3g}, {high:.3g}]); pass a bandwidth on the scale of the data")
 
 
 def _log_norm(h, d):
@@ -97,9 +80,18 @@ class KDE(DensityModel):
     ----------
     bandwidth_ : float
         The bandwidth used.
-    n_train_, n_features_ : int
+    n_train_, n_features_in_ : int
     distances_ : SquaredDistances
         The training points on the device, for chunked distance computations.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from genmem.models import KDE
+    >>> X = np.array([[0.0], [1.0], [3.0]])
+    >>> kde = KDE(bandwidth=1.0).fit(X)
+    >>> kde.log_prob([[0.0], [10.0]]).round(3)
+    array([ -1.537, -26.518])
     """
 
     name = "kde"
@@ -112,29 +104,19 @@ class KDE(DensityModel):
 
     # -- parameters -------------------------------------------------------
     def _validate(self):
-        bw = self.bandwidth
-        if isinstance(bw, str):
-            if bw not in BANDWIDTH_RULES:
-                raise GenmemError(
-                    f"The 'bandwidth' parameter of KDE must be a float in (0, inf) or one of "
-                    f"{', '.join(BANDWIDTH_RULES)}; got {bw!r}"
-                )
-        elif not (isinstance(bw, (int, float, np.floating)) and math.isfinite(bw) and bw > 0):
-            raise GenmemError(
-                f"The 'bandwidth' parameter of KDE must be a float in (0, inf) or one of "
-                f"{', '.join(BANDWIDTH_RULES)}; got {bw!r}"
-            )
-        if not (isinstance(self.chunk_size, (int, np.integer)) and self.chunk_size > 0):
-            raise GenmemError(f"The 'chunk_size' parameter of KDE must be a positive int; got {self.chunk_size!r}")
+        check_params(self, PARAMETER_CONSTRAINTS)
         return resolve_device(self.device), torch_dtype(self.dtype)
 
     def _bandwidth_for(self, X):
-        """The bandwidth this model uses when trained on ``X``."""
+        """The bandwidth this model uses when trained on ``X`` (one its dtype can compute with)."""
         if not isinstance(self.bandwidth, str):
-            return float(self.bandwidth)
-        if self.bandwidth == "cv":
-            return self.cv_bandwidth(X)[0]
-        return rule_of_thumb_bandwidth(X, self.bandwidth)
+            h = float(self.bandwidth)
+        elif self.bandwidth == "cv":
+            h = self.cv_bandwidth(X)[0]
+        else:
+            h = rule_of_thumb_bandwidth(X, self.bandwidth)
+        _check_representable(h, torch_dtype(self.dtype))
+        return h
 
     def resolve(self, X):
         """A clone whose bandwidth is the float this model would pick on ``X``."""
@@ -174,8 +156,6 @@ class KDE(DensityModel):
         scores = (total / n + norms - math.log(n - 1)).cpu().numpy()
         best = int(np.argmax(scores))
         if best in (0, len(grid) - 1):
-            import warnings
-
             warnings.warn(
                 f"KDE cross-validated bandwidth {grid[best]:.4g} lies at the edge of the grid "
                 f"[{grid[0]:.4g}, {grid[-1]:.4g}]; pass a wider grid or a float bandwidth",
@@ -184,64 +164,64 @@ class KDE(DensityModel):
         return float(grid[best]), grid, scores
 
     # -- fit / score ------------------------------------------------------
-    def fit(self, X, *, rng=None):
-        """Store the training data and fix the bandwidth; ``rng`` is unused (KDE is deterministic)."""
+    def fit(self, X, y=None, *, rng=None):
+        """Store the training data and fix the bandwidth; ``y`` and ``rng`` are unused (KDE is deterministic)."""
         device, dtype = self._validate()
         X = check_data(X, min_rows=1 if not isinstance(self.bandwidth, str) else 2)
         self.bandwidth_ = self._bandwidth_for(X)
-        self.n_train_, self.n_features_ = X.shape
+        self.n_train_, self.n_features_in_ = X.shape
         self.distances_ = SquaredDistances(X, device, dtype, self.chunk_size)
-        self._fitted = True
         return self
 
     def log_prob(self, X):
         """Exact log-density in nats of each row of ``X``; float64 array [N]."""
         self._check_fitted()
-        X = check_data(X, n_features=self.n_features_)
+        X = check_data(X, n_features=self.n_features_in_, model=type(self).__name__)
         h, n = self.bandwidth_, self.n_train_
         out = np.empty(X.shape[0])
         for sl, L in self.distances_.chunks(X, scale=0.5 / (h * h)):
             lse = torch.logsumexp(L, dim=1)
             out[sl] = lse.cpu().double().numpy()
-        return out - math.log(n) + _log_norm(h, self.n_features_)
+        return out - math.log(n) + _log_norm(h, self.n_features_in_)
 
     def fit_units(self, X, train_masks, seeds, *, unit_keys=None, artifact_dir=None, progress=None):
         """Exact log p of all rows under every unit's KDE, sharing one pass over the kernel matrix.
 
-        Columns of ``X`` with the same membership pattern across the units
-        (for one repeat: the folds) form *atoms*; each chunk of the kernel
-        matrix is reduced to per-atom log-sum-exps (with each atom's own
-        maximum, so nothing underflows), which are then combined per unit.
-        Equals fitting each unit alone (the bandwidth is resolved per unit when
-        it is a rule, as ``fit`` would).
+        Each chunk of the kernel matrix is exponentiated once, relative to
+        its row maxima over *all* columns; a unit then sums the columns of its
+        own training rows (the others are zeroed, and adding zero is exact),
+        so its numbers depend on its own mask only — not on which units share
+        the batch (``units_per_batch``). Rows whose training kernel values
+        all underflow relative to that maximum are recomputed by a plain
+        log-sum-exp over the unit's columns. Equals fitting each unit alone
+        up to rounding (the bandwidth is resolved per unit when it is a rule,
+        as ``fit`` would).
         """
         device, dtype = self._validate()
         X = check_data(X, min_rows=2)
-        masks = np.asarray(train_masks, dtype=bool)
+        masks, _ = check_units(X, train_masks, seeds)
         n_units, n = masks.shape
         sizes = masks.sum(1)
         if (sizes < 1).any():
             raise GenmemError("a unit has no training examples; use fewer folds")
         bandwidths = np.array([self._bandwidth_for(X[m]) for m in masks])
-        patterns, atom_of = np.unique(masks.T, axis=0, return_inverse=True)  # [A, U], [n]
-        n_atoms = len(patterns)
-        atom_of = torch.as_tensor(atom_of.reshape(-1), device=device)
-        member = torch.as_tensor(patterns.T, device=device)  # [U, A] bool
+        member = torch.as_tensor(masks, device=device)  # [U, n]
         kernel = SquaredDistances(X, device, dtype, self.chunk_size)
+        tiny = torch.finfo(dtype).tiny / torch.finfo(dtype).eps  # below this, subnormal terms lose precision
         d = X.shape[1]
         out = np.empty((n_units, n))
         for h in np.unique(bandwidths):
             units = np.flatnonzero(bandwidths == h)
             for sl, L in kernel.chunks(X, scale=0.5 / (h * h)):  # L [c, n]: log-kernel up to its normaliser
-                c = L.shape[0]
-                idx = atom_of.expand(c, n)
-                amax = torch.full((c, n_atoms), -math.inf, dtype=dtype, device=device)
-                amax.scatter_reduce_(1, idx, L, reduce="amax")
-                asum = torch.zeros((c, n_atoms), dtype=dtype, device=device)
-                asum.scatter_add_(1, idx, torch.exp(L - amax.gather(1, idx)))
-                atom_lse = amax + torch.log(asum)  # [c, A]
+                peak = L.amax(dim=1, keepdim=True)
+                E = torch.exp(L - peak)
                 for u in units:
-                    out[u, sl] = torch.logsumexp(atom_lse[:, member[u]], dim=1).cpu().double().numpy()
+                    total = torch.where(member[u], E, 0.0).sum(1)
+                    lse = peak[:, 0] + torch.log(total)
+                    low = torch.nonzero(total < tiny)[:, 0]
+                    if len(low):
+                        lse[low] = torch.logsumexp(L[low][:, member[u]], dim=1)
+                    out[u, sl] = lse.cpu().double().numpy()
             out[units] += (_log_norm(h, d) - np.log(sizes[units]))[:, None]
         if progress is not None:
             progress(n_units)

@@ -21,7 +21,7 @@ import logging
 
 import torch
 
-log = logging.getLogger(__name__)
+logger = logging.getLogger(__name__)
 
 
 def adam_update_(param, grad, exp_avg, exp_avg_sq, steps, active, lr, beta1, beta2, eps, every=False):
@@ -74,7 +74,7 @@ def _fused_available(like):
                            [torch.ones((), dtype=torch.float32, device=like.device)], amsgrad=False, lr=0.0,
                            beta1=0.9, beta2=0.999, weight_decay=0.0, eps=1e-8, maximize=False)
     except (AttributeError, RuntimeError, NotImplementedError, TypeError) as err:
-        log.debug("no fused Adam for %s %s (%s): masked elementwise update", like.device, like.dtype, err)
+        logger.debug("no fused Adam for %s %s (%s): masked elementwise update", like.device, like.dtype, err)
         return False
     return True
 

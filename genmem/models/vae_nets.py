@@ -1,7 +1,8 @@
 """Deprecated alias of :mod:`genmem.models.vae.nets` (the VAE's networks, likelihoods and Pyro model/guide)."""
 import warnings
 
-from .vae.nets import *  # noqa: F401,F403
-from .vae.nets import ARCHS, LIKELIHOODS, Decoder, Encoder, Likelihood, VAEGuide, VAEModel, VAENet  # noqa: F401
+from .vae.nets import ARCHS, LIKELIHOODS, Decoder, Encoder, Likelihood, VAEGuide, VAEModel, VAENet
+
+__all__ = ["ARCHS", "LIKELIHOODS", "Decoder", "Encoder", "Likelihood", "VAEGuide", "VAEModel", "VAENet"]
 
 warnings.warn("genmem.models.vae_nets is now genmem.models.vae.nets", DeprecationWarning, stacklevel=2)

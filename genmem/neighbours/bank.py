@@ -8,14 +8,15 @@ import json
 import logging
 from pathlib import Path
 
-import h5py
 import numpy as np
 import torch
 
 from .. import __version__
 from ..errors import GenmemError
+from ..outputs import IDENTITY
 from ..results import atomic_h5
 from ..results.provenance import now
+from ..results.stamped import read_stamped
 from .embedders import RESTORABLE, PrecomputedFeatures, as_embedder, flatten
 from .search import METRICS, ExactSearch, check_choice
 
@@ -35,6 +36,14 @@ def normalise_rows(F, name="features"):
         raise GenmemError(f"{name}: {len(zero)} all-zero row(s) (first: row {zero[0]}) whose cosine distance is "
                           "undefined; use metric='euclidean' or a feature map without zero vectors")
     return F / norms
+
+
+def value_range(X):
+    """``(min, max)`` of an array or tensor, as floats."""
+    if isinstance(X, torch.Tensor):
+        return float(X.min()), float(X.max())
+    X = np.asarray(X)
+    return float(X.min()), float(X.max())
 
 
 def load_features(path):
@@ -85,8 +94,21 @@ class NeighbourBank:
         The feature map (None for a loaded bank whose map could not be rebuilt).
     embedder_description : dict
         The feature map's JSON-serialisable description (``name``, ``spec``, ...).
+    input_range : (float, float) or None
+        Smallest and largest value of the training examples the feature map
+        embedded (None for precomputed features), to check that queries come
+        on the same scale.
     description : dict
         Feature map, metric, normalisation and dimensions (JSON-serialisable).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from genmem.neighbours import NeighbourBank
+    >>> bank = NeighbourBank("pixels", np.eye(3), metric="euclidean", device="cpu")
+    >>> distances, indices = bank.query(np.array([[0.9, 0.1, 0.0]]), k=2)
+    >>> distances.round(4), indices
+    (array([[0.1414, 1.2728]]), array([[0, 1]]))
     """
 
     def __init__(self, features_or_embedder="pixels", train_X=None, *, metric="cosine", device="auto",
@@ -111,6 +133,7 @@ class NeighbourBank:
             embedder = as_embedder(given, train_X, device=device, seed=seed)
             features = flatten(embedder.embed(train_X), "embedded training features")
         self._setup(features, embedder, metric, device, dtype, backend, chunk_size)
+        self.input_range = None if train_X is None else value_range(train_X)
 
     def _setup(self, features, embedder, metric, device, dtype, backend, chunk_size, *, normalised=False,
                embedder_description=None):
@@ -147,7 +170,7 @@ class NeighbourBank:
         """Feature map, metric, normalisation and dimensions, JSON-serialisable."""
         return {"embedder": self.embedder_description, "metric": self.metric,
                 "normalised": self.metric == "cosine", "n_points": int(self.n_points), "dim": int(self.dim),
-                "backend": self._search.backend}
+                "backend": self._search.backend, "input_range": self.input_range}
 
     def embed(self, X):
         """Features of ``X`` [M, ...] in the bank's space (normalised for the cosine metric): float64 [M, d]."""
@@ -217,17 +240,22 @@ class NeighbourBank:
         values = np.quantile(self.loo_distances()[0], qs)
         return {float(q): float(v) for q, v in zip(qs, values)}
 
-    def save(self, path):
+    def save(self, path, *, identity=None):
         """Write the features and metadata to an HDF5 file atomically.
 
         The file holds ``/features [N, d]`` (float64, normalised for the
         cosine metric), the feature map's own arrays under ``/embedder``
         (e.g. PCA mean and components) and attributes ``format``,
         ``format_version``, ``genmem_version``, ``created``, ``metric``,
-        ``normalised``, ``n_points``, ``dim`` and ``embedder`` (JSON).
+        ``normalised``, ``n_points``, ``dim``, ``embedder`` (JSON), for a bank
+        built from examples ``input_range`` and, when given,
+        ``genmem_identity`` = ``identity`` (what the bank was made from, see
+        :mod:`genmem.outputs`).
         """
         state = self.embedder.state() if hasattr(self.embedder, "state") else {}
         with atomic_h5(path) as f:
+            if identity is not None:
+                f.attrs[IDENTITY] = identity
             f.attrs["format"] = FORMAT
             f.attrs["format_version"] = FORMAT_VERSION
             f.attrs["genmem_version"] = __version__
@@ -237,6 +265,8 @@ class NeighbourBank:
             f.attrs["n_points"] = self.n_points
             f.attrs["dim"] = self.dim
             f.attrs["embedder"] = json.dumps(self.embedder_description, sort_keys=True)
+            if self.input_range is not None:
+                f.attrs["input_range"] = np.asarray(self.input_range)
             f["features"] = self.features
             group = f.create_group("embedder")
             for name, value in state.items():
@@ -258,19 +288,12 @@ class NeighbourBank:
         device, dtype, backend, chunk_size
             As for the constructor.
         """
-        path = Path(path)
-        if not path.is_file() or not h5py.is_hdf5(path):
-            raise GenmemError(f"{path} is not a neighbour-bank file; make one with NeighbourBank.save")
-        with h5py.File(path, "r") as f:
-            if f.attrs.get("format") != FORMAT:
-                raise GenmemError(f"{path} is an HDF5 file but not a genmem neighbour bank (format {FORMAT!r})")
-            if int(f.attrs["format_version"]) > FORMAT_VERSION:
-                raise GenmemError(f"{path} has neighbour-bank format version {int(f.attrs['format_version'])}, "
-                                  f"newer than this genmem reads ({FORMAT_VERSION}); upgrade genmem")
+        with read_stamped(path, FORMAT, FORMAT_VERSION, "neighbour-bank", "make one with NeighbourBank.save") as f:
             features = f["features"][()]
             metric = str(f.attrs["metric"])
             description = json.loads(f.attrs["embedder"])
             state = {name: ds[()] for name, ds in f["embedder"].items()}
+            input_range = tuple(float(v) for v in f.attrs["input_range"]) if "input_range" in f.attrs else None
         restored = embedder is None
         if not restored:
             embedder = as_embedder(embedder, None, device=device)
@@ -281,4 +304,5 @@ class NeighbourBank:
         bank = cls.__new__(cls)
         bank._setup(features, embedder, metric, device, dtype, backend, chunk_size, normalised=True,
                     embedder_description=description if restored else None)
+        bank.input_range = input_range
         return bank

@@ -25,7 +25,7 @@ import numpy as np
 from scipy.stats import rankdata
 
 from ..errors import GenmemError
-from ..validation import check_data
+from ..validation import check_data, check_int
 from .bank import normalise_rows
 from .search import METRICS, ExactSearch, check_choice
 
@@ -157,9 +157,8 @@ def data_copying_test(train, test, generated, *, n_cells=5, min_frac=None, rng=0
         points.
     """
     check_choice(metric, METRICS, "metric")
-    if not isinstance(n_cells, (int, np.integer)) or n_cells < 1:
-        raise GenmemError(f"n_cells must be a positive integer; got {n_cells!r}")
-    train = check_data(train, name="train", min_rows=n_cells)
+    check_int(n_cells, "n_cells")
+    train = check_data(train, name="train", min_rows=n_cells, distinct=True)
     test = check_data(test, name="test")
     generated = check_data(generated, name="generated")
     for name, arr in (("test", test), ("generated", generated)):

@@ -266,10 +266,10 @@ def _pca(arg, train_X, *, device, seed):
 
 @register_embedder("vae")
 def _vae(arg, train_X, *, device, seed):
-    from ..models.vae import VAE
+    from ..models.vae import VAE  # imported here, not for a cycle: banks of other feature maps need not load Pyro
 
     if not arg:
-        raise GenmemError("the vae feature map needs a checkpoint file, e.g. 'vae:run.units/unit_r0_k0.pt' "
+        raise GenmemError("the vae feature map needs a checkpoint file, e.g. 'vae:run.h5.units/unit_r0_k0.pt' "
                           "(saved by genmem kfold --model vae --checkpoints N)")
     if not Path(arg).is_file():
         raise GenmemError(f"no such VAE checkpoint file: {arg}; give one saved by genmem kfold --model vae --checkpoints N")

@@ -1,7 +1,8 @@
 """Exact k-nearest-neighbour search by chunked matrix products on a torch device.
 
 Candidates are found in the working precision (``float32`` by default: one
-matrix product and a top-k per chunk of queries, on the CPU or a GPU) and then
+matrix product of the distance kernel, :class:`~genmem.distances.SquaredDistances`,
+and a top-k per chunk of queries, on the CPU or a GPU) and then
 re-ranked in ``float64`` from the exact distances of the candidates, so the
 returned distances are float64-exact and the indices agree with an all-pairs
 float64 computation unless more than :data:`EXTRA_CANDIDATES` points lie
@@ -15,7 +16,9 @@ import numpy as np
 import torch
 
 from ..device import DTYPES, resolve_device
+from ..distances import SquaredDistances
 from ..errors import GenmemError
+from ..validation import check_int
 
 METRICS = ("cosine", "euclidean")
 BACKENDS = ("torch", "faiss")
@@ -60,8 +63,8 @@ class ExactSearch:
         self.metric = check_choice(metric, METRICS, "metric")
         self.backend = check_choice(backend, BACKENDS, "backend")
         self.dtype = DTYPES[check_choice(str(dtype), tuple(DTYPES), "dtype")]
-        if chunk_size is not None and int(chunk_size) < 1:
-            raise GenmemError(f"chunk_size must be a positive integer; got {chunk_size}")
+        if chunk_size is not None:
+            check_int(chunk_size, "chunk_size")
         self.chunk_size = chunk_size
         self.device = resolve_device(device)
         self.points64 = torch.as_tensor(np.asarray(points, dtype=np.float64), device=self.device)
@@ -69,9 +72,7 @@ class ExactSearch:
         if self.backend == "faiss":
             self._index = _faiss_index(self.points64.cpu().numpy(), self.metric)
         else:
-            self.points = self.points64.to(self.dtype)
-            if self.metric == "euclidean":
-                self.sq_norms = (self.points * self.points).sum(1)
+            self._kernel = SquaredDistances(self.points64, self.device, self.dtype, chunk_size=self.n)
 
     def search(self, queries, k=1, *, exclude_self=False):
         """The ``k`` nearest points of every query row.
@@ -121,9 +122,7 @@ class ExactSearch:
         """Indices [c, n_cand] of the best candidates of a chunk of queries, in the working precision."""
         if self.backend == "faiss":
             return self._faiss_candidates(q64, start, n_cand, exclude_self)
-        scores = q64.to(self.dtype) @ self.points.T
-        if self.metric == "euclidean":  # larger is nearer: 2<q, p> − |p|² = |q|² − |q − p|²
-            scores.mul_(2.0).sub_(self.sq_norms[None, :])
+        scores = self._kernel.nearness(q64.to(self.dtype))  # larger is nearer, for both metrics
         if exclude_self:
             rows = torch.arange(len(q64), device=self.device)
             scores[rows, rows + start] = -torch.inf

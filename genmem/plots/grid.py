@@ -3,38 +3,54 @@ import math
 
 import numpy as np
 
+from ..errors import GenmemError
 
-def plot_examples(images, titles, path, *, ncols=10):
-    """Save a PNG grid of ``images`` (each [H, W] or [H, W, C] in [0, 1]) captioned with ``titles``.
 
-    Images that are not 2-D/3-D (e.g. flat vectors) are drawn as a square
-    when their length is a perfect square, else as one row.
+def plot_examples(images, titles=None, *, axes=None, ncols=10):
+    """Draw example images, one per Axes, captioned with ``titles``.
+
+    Parameters
+    ----------
+    images : array [n, H, W] or [n, H, W, C]
+        Images in [0, 1] (grey or RGB/RGBA; a trailing channel of 1 is grey).
+    titles : sequence of str, optional
+        One caption per image.
+    axes : array of matplotlib Axes, optional
+        At least ``n`` Axes to draw into (extra ones are switched off);
+        default: a new figure with ``ncols`` columns.
+    ncols : int, default=10
+        Columns of a new figure.
+
+    Returns
+    -------
+    ndarray of Axes
+        The Axes drawn into, flattened.
+
+    Raises
+    ------
+    GenmemError
+        For rows of features ([n, D]), which are no images: plot them with
+        :func:`genmem.plots.plot_embedding`.
     """
-    import matplotlib
+    images = [np.asarray(img, dtype=np.float32) for img in images]
+    if any(img.ndim not in (2, 3) or (img.ndim == 3 and img.shape[-1] not in (1, 3, 4)) for img in images):
+        raise GenmemError("plot_examples draws images [H, W(, C)]; rows of features are no images: plot them with "
+                          "genmem.plots.plot_embedding (or reshape them to [n, H, W] if they are images)")
+    if axes is None:
+        import matplotlib.pyplot as plt
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    images = [_as_image(np.asarray(img, dtype=np.float32)) for img in images]
-    ncols = max(1, min(ncols, len(images)))
-    nrows = math.ceil(len(images) / ncols)
-    fig, axes = plt.subplots(nrows, ncols, figsize=(1.4 * ncols, 1.75 * nrows), squeeze=False)
-    for ax in axes.flat:
+        ncols = max(1, min(ncols, len(images)))
+        nrows = math.ceil(len(images) / ncols)
+        _, axes = plt.subplots(nrows, ncols, figsize=(1.4 * ncols, 1.75 * nrows), squeeze=False)
+    axes = np.asarray(axes, dtype=object).reshape(-1)
+    if len(axes) < len(images):
+        raise GenmemError(f"{len(images)} images need as many Axes; got {len(axes)}")
+    for ax in axes:
         ax.axis("off")
-    for ax, img, title in zip(axes.flat, images, titles):
+    for i, (ax, img) in enumerate(zip(axes, images)):
+        img = img[..., 0] if img.ndim == 3 and img.shape[-1] == 1 else img
         ax.imshow(np.clip(img, 0, 1), cmap="gray" if img.ndim == 2 else None, vmin=0, vmax=1,
                   interpolation="nearest")
-        ax.set_title(title, fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-
-
-def _as_image(img):
-    if img.ndim in (2, 3) and img.shape[-1] in (1, 3, 4) and img.ndim == 3:
-        return img[..., 0] if img.shape[-1] == 1 else img
-    if img.ndim == 2:
-        return img
-    flat = img.reshape(-1)
-    side = math.isqrt(flat.size)
-    return flat.reshape(side, side) if side * side == flat.size else flat[None, :]
+        if titles is not None:
+            ax.set_title(titles[i], fontsize=7)
+    return axes

@@ -2,22 +2,24 @@
 import numpy as np
 
 
-def plot_tau_sweep(table, path):
-    """Save a PNG of FD_f (x) against C_T (y), one point per τ: the mean over seeds with ±1 sd bars, runs as dots.
+def plot_tau_sweep(table, *, ax=None):
+    """FD_f (x) against C_T (y), one point per τ: the mean over seeds with ±1 sd bars, runs as dots.
 
     Parameters
     ----------
     table : dict
         The table returned by :func:`genmem.gan.sweep_tau` (or read back from its JSON file).
-    path : path-like
-        The PNG to write.
-    """
-    import matplotlib
+    ax : matplotlib Axes, optional
+        Where to draw; default: a new figure.
 
-    matplotlib.use("Agg")
+    Returns
+    -------
+    Axes
+    """
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(5.5, 4.2))
+    if ax is None:
+        _, ax = plt.subplots(figsize=(5.5, 4.2))
     colours = plt.get_cmap("viridis")(np.linspace(0, 0.9, len(table["summary"])))
     for colour, row in zip(colours, table["summary"]):
         runs = [r for r in table["runs"] if r["tau_spec"] == row["tau_spec"]]
@@ -29,6 +31,4 @@ def plot_tau_sweep(table, path):
     ax.set_ylabel("C_T (< 0: copying)")
     ax.set_title(f"Memorization rejection: {len(table['seeds'])} seed(s) per τ", fontsize=10)
     ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    return ax

@@ -31,6 +31,8 @@ class KFoldResult:
     meta : dict
         Provenance: genmem and library versions, device, creation time, argv.
     index, labels : int ndarray [N]
+    label_names : list of str or None
+        The class of each label code, where the labels were names.
     x : ndarray [N, D] or None
         The exact array the density model saw.
     images : ndarray [N, ...] or None
@@ -53,6 +55,7 @@ class KFoldResult:
     x: np.ndarray = None
     images: np.ndarray = None
     views: dict = field(default_factory=dict)
+    label_names: list = None
 
     @property
     def complete(self):
@@ -82,6 +85,17 @@ class KFoldResult:
         values = self.values(by)
         order = np.argsort(-values, kind="stable")
         return order[: min(n, len(order))]
+
+    def to_dataframe(self):
+        """Every per-example score and view as a ``pandas.DataFrame`` indexed by row (needs pandas).
+
+        Columns: ``index``, ``label`` (and ``label_name``), ``memorization``,
+        ``stderr`` (R > 1), ``loglik_in``, ``loglik_out``, both estimators
+        and every view; see :func:`genmem.results.columns`.
+        """
+        from .tables import to_dataframe
+
+        return to_dataframe(self)
 
     def save(self, path):
         """Write the result to ``path`` atomically (temp file + rename)."""

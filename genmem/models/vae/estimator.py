@@ -1,66 +1,32 @@
-"""The VAE estimator: a Pyro VAE whose K-fold units train together, with importance-sampled log p.
+"""The :class:`VAE` estimator: its parameters, fitting units together, scoring, building one from a checkpoint.
 
-One unit is the VAE of :mod:`genmem.models.vae.nets`: encoder/decoder
-``nn.Module`` s, a Pyro model/guide pair (:class:`~genmem.models.vae.nets.VAEModel`,
-:class:`~genmem.models.vae.nets.VAEGuide`) and the objective of Pyro's
-``Trace_ELBO`` (single-sample, ``log p(x|z) + log p(z) − log q(z|x)``).
-:meth:`VAE.fit_units` trains U units at once (:mod:`~genmem.models.vae.train`):
-their parameters are the rows of one buffer (:mod:`~genmem.models.vae.units`),
-updated by one stacked Adam (:mod:`genmem.models.stacked_adam`); each unit
-draws minibatches from its own training rows only and takes every random
-number — initial weights, minibatch order, dynamic binarization, the
-reparameterisation ε, the importance samples — from counter-based streams
-keyed by its own seed (:mod:`genmem.philox`). A unit therefore gets the same
-numbers whatever units it trains beside and on whichever device (up to float
-rounding), so runs can resume, be distributed and be checked across devices.
-Pyro's ``SVI`` cannot take per-unit random streams, so the loop is written
-out; ``tests/test_vae.py`` shows that its loss and gradients equal
-``pyro.infer.Trace_ELBO`` on the Pyro model/guide for the same ε.
+How the units train and are scored: see the package docstring (:mod:`genmem.models.vae`).
 """
-import logging
-import math
-import warnings
-from pathlib import Path
-
 import numpy as np
 import torch
 
 from ...device import DTYPES, matmul_precision, resolve_device
 from ...errors import GenmemError
 from ...philox import key_words
-from ...validation import check_data, is_int, is_real
-from ..base import DensityModel, as_seed, torch_generator
-from .checkpoints import checkpoint_state, read_checkpoint, save_checkpoint
-from .evaluate import evaluate, importance_eps
-from .nets import ARCHS, LIKELIHOODS, Likelihood, VAEGuide, VAEModel, VAENet
-from .train import BLOCK_BYTES, MAX_BLOCK, Trainer
+from ...validation import (any_of, boolean, check_data, check_int, check_param, check_params, int_tuple, integer,
+                           none_or, options, real)
+from ..base import DensityModel, as_seed, check_units, torch_generator
+from .checkpoints import CheckpointRecorder, checkpoint_config, checkpoint_state, model_params, read_checkpoint
+from .data import check_fits, resolve_likelihood, scored_rows
+from .evaluate import evaluate, importance_eps, warn_collapsed
+from .memory import oom_guard, training_bytes, units_that_fit
+from .nets import ARCHS, LIKELIHOODS, Likelihood, VAEGuide, VAEModel, VAENet, check_conv_shape
+from .train import Trainer
 from .units import Units
 
-log = logging.getLogger(__name__)
-
-#: Threshold that turns grey values into the binary images scored by a model
-#: trained with ``binarize="dynamic"`` (the same for every unit, so log p is
-#: comparable across units).
-EVAL_BINARIZE_THRESHOLD = 0.5
-
-#: Settings of published experiments. ``"model"`` holds :class:`VAE` keyword
-#: arguments, ``"dataset"``/``"prepare"`` the data (:func:`genmem.data.load_dataset`,
-#: :func:`genmem.data.prepare`), and ``"folds"``/``"repeats"`` (K, R) are
-#: settings of the K-fold runner, not of the model.
-PRESETS = {
-    "vdb-bmnist": {
-        "description": "van den Burg & Williams (2021), BinarizedMNIST: MNIST padded to 32x32, "
-        "dynamic binarization, Bernoulli MLP VAE 512-256, latent 16, Adam 1e-3, batch 64, 100 epochs, "
-        "IS with 256 samples, K=10 folds x R=10 repeats",
-        "dataset": "mnist",
-        "prepare": {"pad_to": 32, "binarize": "dynamic"},
-        "model": {
-            "arch": "mlp", "hidden": (512, 256), "latent_dim": 16, "likelihood": "bernoulli", "image_shape": (32, 32),
-            "binarize": "dynamic", "lr": 1e-3, "batch_size": 64, "epochs": 100, "num_samples": 256,
-        },
-        "folds": 10,
-        "repeats": 10,
-    },
+#: Allowed parameter values; ``checkpoints`` and ``eval_every`` are checked against ``epochs`` in ``_validate``.
+PARAMETER_CONSTRAINTS = {
+    "latent_dim": integer(1), "epochs": integer(1), "batch_size": integer(1), "num_samples": integer(1),
+    "eval_chunk": integer(1), "hidden": int_tuple(example="(512, 256)"), "arch": options(*ARCHS),
+    "likelihood": options("auto", *LIKELIHOODS), "decoder_scale": any_of(options("learned"), real(0)),
+    "logit_lambda": real(0, 0.5), "binarize": options(None, "dynamic"), "lr": real(0), "dtype": options(*DTYPES),
+    "tf32": boolean(), "cuda_graph": boolean(), "compile": boolean(),
+    "image_shape": none_or(int_tuple(lengths=(2, 3))),
 }
 
 
@@ -84,7 +50,7 @@ class VAE(DensityModel):
         ``p(x | z)``. ``"bernoulli"`` for binary pixels; ``"logit-normal"`` for
         values in [0, 1] (e.g. dequantized grey levels): the reference's
         Gaussian in logit space with its Jacobian, a proper density (see
-        :class:`~genmem.models.vae_nets.Likelihood`); ``"gaussian"`` for real
+        :class:`~genmem.models.vae.nets.Likelihood`); ``"gaussian"`` for real
         values. ``"auto"`` picks ``"bernoulli"`` for binary X or
         ``binarize="dynamic"``, ``"logit-normal"`` for X in [0, 1] and
         ``"gaussian"`` otherwise (resolved by :meth:`resolve`/:meth:`fit`).
@@ -97,7 +63,7 @@ class VAE(DensityModel):
         ``"dynamic"``: X holds grey values in [0, 1]; each minibatch is
         binarized afresh as Bernoulli(X) (the reference's dynamic
         binarization); log p is computed for the fixed binarization
-        ``X > 0.5`` (:data:`EVAL_BINARIZE_THRESHOLD`).
+        ``X > 0.5`` (:data:`~genmem.models.vae.data.EVAL_BINARIZE_THRESHOLD`).
     epochs : int, default=80
     batch_size : int, default=64
     lr : float, default=2e-3
@@ -125,8 +91,9 @@ class VAE(DensityModel):
         On CUDA, capture a block of training steps once as a CUDA graph and
         replay it (same numbers, far fewer kernel launches).
     compile : bool, default=False
-        ``torch.compile`` the stacked Adam update and the random draws into
-        fused kernels (worth it on CUDA, where they are memory-bound).
+        ``torch.compile`` each block's random draws (Philox in integer
+        operations) into fused kernels; worth it on CUDA, where the unfused
+        draws are bound by memory traffic.
 
     Attributes
     ----------
@@ -134,11 +101,15 @@ class VAE(DensityModel):
         The trained encoder/decoder (after :meth:`fit` or :meth:`from_checkpoint`).
     seed_ : int
         The seed the model was trained with; it also fixes the importance samples.
-    n_features_ : int
+    n_features_in_ : int
     likelihood_ : str
         The resolved likelihood.
     train_loss_ : ndarray [epochs]
         Mean negative ELBO per training example in each epoch (after :meth:`fit`).
+    checkpoints_ : list of Checkpoint
+        The ``(params, lr, label)`` checkpoints :meth:`fit` kept (its
+        ``checkpoints`` argument or parameter), for TracIn; empty when none
+        were asked for.
 
     Notes
     -----
@@ -147,9 +118,20 @@ class VAE(DensityModel):
     ``z_s = loc(x) + scale(x)·ε_s``; the S draws ``ε_s`` come from the unit's
     evaluation stream and are shared by all examples, so an example's score
     does not depend on which other rows are scored with it or on chunking.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from genmem.models import VAE
+    >>> X = (np.random.default_rng(0).random((64, 16)) > 0.5).astype(float)
+    >>> vae = VAE(latent_dim=2, hidden=(16,), epochs=2, num_samples=8).fit(X, rng=0)
+    >>> vae.likelihood_, vae.log_prob(X).shape
+    ('bernoulli', (64,))
     """
 
     name = "vae"
+    #: 1: counter-based random numbers and the stacked trainer (0: genmem 0.1's per-unit torch generators).
+    revision = 1
 
     def __init__(self, *, latent_dim=8, hidden=(128, 64), arch="mlp", image_shape=None, likelihood="auto",
                  decoder_scale="learned", logit_lambda=0.05, binarize=None, epochs=80, batch_size=64, lr=2e-3,
@@ -177,91 +159,28 @@ class VAE(DensityModel):
         self.compile = compile
 
     # -- parameters -------------------------------------------------------
-    def _bad(self, name, allowed):
-        return GenmemError(f"The {name!r} parameter of VAE must be {allowed}; got {getattr(self, name)!r}")
-
     def _validate(self):
-        for name in ("latent_dim", "epochs", "batch_size", "num_samples", "eval_chunk"):
-            value = getattr(self, name)
-            if not is_int(value) or value < 1:
-                raise self._bad(name, "a positive int")
-        if not is_int(self.checkpoints) or not 0 <= self.checkpoints <= self.epochs:
-            raise self._bad("checkpoints", f"an int in [0, epochs={self.epochs}]")
-        if self.eval_every is not None and (not is_int(self.eval_every) or not 1 <= self.eval_every <= self.epochs):
-            raise self._bad("eval_every", f"None or an int in [1, epochs={self.epochs}]")
-        hidden = self.hidden
-        if not isinstance(hidden, (tuple, list)) or not all(is_int(h) and h > 0 for h in hidden):
-            raise self._bad("hidden", "a tuple of positive ints, e.g. (512, 256)")
-        if self.arch not in ARCHS:
-            raise self._bad("arch", f"one of {', '.join(ARCHS)}")
-        if self.likelihood not in ("auto",) + LIKELIHOODS:
-            raise self._bad("likelihood", f"one of auto, {', '.join(LIKELIHOODS)}")
-        scale = self.decoder_scale
-        if scale != "learned" and not (is_real(scale) and math.isfinite(scale) and scale > 0):
-            raise self._bad("decoder_scale", "'learned' or a positive float")
-        if not (is_real(self.logit_lambda) and 0 < self.logit_lambda < 0.5):
-            raise self._bad("logit_lambda", "a float in (0, 0.5)")
-        if self.binarize not in (None, "dynamic"):
-            raise self._bad("binarize", "None or 'dynamic'")
+        check_params(self, PARAMETER_CONSTRAINTS)
+        check_param(self.checkpoints, integer(0, self.epochs), "checkpoints", type(self).__name__)
+        check_param(self.eval_every, none_or(integer(1, self.epochs)), "eval_every", type(self).__name__)
         if self.binarize == "dynamic" and self.likelihood not in ("auto", "bernoulli"):
-            raise self._bad("likelihood", "'bernoulli' (or 'auto') with binarize='dynamic'")
-        if not (is_real(self.lr) and math.isfinite(self.lr) and self.lr > 0):
-            raise self._bad("lr", "a positive float")
-        if self.dtype not in DTYPES:
-            raise self._bad("dtype", "'float32' or 'float64'")
-        for name in ("tf32", "cuda_graph", "compile"):
-            if not isinstance(getattr(self, name), (bool, np.bool_)):
-                raise self._bad(name, "True or False")
-        shape = self.image_shape
-        if shape is not None and (not isinstance(shape, (tuple, list)) or len(shape) not in (2, 3)
-                                  or not all(is_int(s) and s > 0 for s in shape)):
-            raise self._bad("image_shape", "None or (H, W) or (H, W, C) of positive ints")
+            raise self.parameter_error("likelihood", "'bernoulli' (or 'auto') with binarize='dynamic'")
         if self.arch == "conv":
-            if shape is None or not hidden:
-                raise GenmemError("arch='conv' needs image_shape=(H, W[, C]) and at least one entry in hidden")
-            shrink = 2 ** len(hidden)
-            if shape[0] % shrink or shape[1] % shrink:
-                raise GenmemError(
-                    f"arch='conv' with {len(hidden)} stride-2 layers needs H and W divisible by {shrink}; "
-                    f"got image_shape={tuple(shape)} (pad the images, e.g. to 32x32, or use fewer layers)"
-                )
-
-    def _resolved_likelihood(self, X):
-        if self.likelihood != "auto":
-            return self.likelihood
-        if self.binarize == "dynamic" or np.isin(X, (0.0, 1.0)).all():
-            return "bernoulli"
-        return "logit-normal" if X.min() >= 0.0 and X.max() <= 1.0 else "gaussian"
+            check_conv_shape(self.hidden, self.image_shape)
 
     def resolve(self, X):
         """A copy with ``likelihood`` and ``device`` made concrete for data ``X`` [N, D]."""
         X = check_data(X)
         self._validate()
-        return self.clone(likelihood=self._resolved_likelihood(X), device=str(resolve_device(self.device)))
+        return self.clone(likelihood=resolve_likelihood(self.likelihood, self.binarize, X),
+                          device=str(resolve_device(self.device)))
 
     def _setup(self, X):
         """Validate parameters and data; returns (data as float64, likelihood name, device, dtype)."""
         X = check_data(X)
         self._validate()
-        likelihood = self._resolved_likelihood(X)
-        d = X.shape[1]
-        if self.image_shape is not None and math.prod(self.image_shape) != d:
-            raise GenmemError(
-                f"image_shape {tuple(self.image_shape)} has {math.prod(self.image_shape)} pixels but X has {d} "
-                "features; pass the shape of the (padded) images X was flattened from"
-            )
-        if self.binarize == "dynamic" or likelihood == "logit-normal":
-            if X.min() < 0.0 or X.max() > 1.0:
-                why = "binarize='dynamic'" if self.binarize else "likelihood='logit-normal'"
-                raise GenmemError(
-                    f"{why} needs values in [0, 1]; X spans [{X.min():g}, {X.max():g}] "
-                    "(scale the data, e.g. prepare(..., scale=True))"
-                )
-        elif likelihood == "bernoulli" and not np.isin(X, (0.0, 1.0)).all():
-            raise GenmemError(
-                "likelihood='bernoulli' needs binary data but X has values other than 0 and 1; binarize it "
-                "(prepare(binarize='fixed')), pass binarize='dynamic', or use likelihood='logit-normal'"
-            )
+        likelihood = resolve_likelihood(self.likelihood, self.binarize, X)
+        check_fits(X, likelihood, self.binarize, self.image_shape)
         return X, likelihood, resolve_device(self.device), DTYPES[self.dtype]
 
     def _likelihood(self, name):
@@ -274,33 +193,15 @@ class VAE(DensityModel):
             return VAENet(n_features, int(self.latent_dim), tuple(int(h) for h in self.hidden), self.arch,
                           None if self.image_shape is None else tuple(self.image_shape), learn_scale)
 
-    def _config(self, n_features, likelihood):
-        """The model's parameters with the resolved likelihood, as plain Python values."""
-        config = {k: (list(v) if isinstance(v, tuple) else v) for k, v in self.get_params().items()}
-        config.update(likelihood=likelihood, n_features=int(n_features))
-        return config
-
     def memory_bytes(self, n_rows, n_features, n_units):
         """Rough device memory of :meth:`fit_units` for ``n_units`` units on ``n_rows`` × ``n_features`` data.
 
-        A model, not a measurement: parameters with gradients, Adam moments
-        and update temporaries (≈ 10 copies of the P parameters per unit), a
-        block of minibatches and their activations, the epoch plan (argsort
-        over the rows), one evaluation chunk (``eval_chunk`` rows × samples
-        through the decoder, log weights in float64), plus the data and the
-        random-number temporaries of a block (:data:`genmem.models.vae.train.BLOCK_BYTES`).
+        A model, not a measurement: see :func:`genmem.models.vae.memory.training_bytes`.
         """
-        size = DTYPES[self.dtype].itemsize
         n_params = sum(p.numel() for p in self._new_net(n_features, "gaussian").parameters())
-        widths = 2 * sum(int(h) for h in self.hidden) + 4 * int(self.latent_dim)
-        batch, chunk = int(self.batch_size), int(self.eval_chunk)
-        per_unit = (10 * n_params * size
-                    + MAX_BLOCK * batch * (4 * n_features + int(self.latent_dim)) * size
-                    + batch * (6 * n_features + 6 * widths) * size
-                    + 32 * n_rows
-                    + chunk * ((3 * n_features + widths) * size + 16) + 3 * 8 * n_rows)
-        fixed = 2 * n_rows * n_features * size + BLOCK_BYTES + (512 << 20)
-        return fixed + n_units * per_unit
+        return training_bytes(n_rows, n_features, n_units, n_params=n_params, itemsize=DTYPES[self.dtype].itemsize,
+                              batch_size=self.batch_size, eval_chunk=self.eval_chunk, latent_dim=self.latent_dim,
+                              hidden=self.hidden)
 
     def max_units_per_batch(self, X):
         """On CUDA, the number of units whose training fits in 85 % of the free memory (:meth:`memory_bytes`)."""
@@ -308,28 +209,19 @@ class VAE(DensityModel):
         if device.type != "cuda":
             return None
         n_rows, n_features = check_data(X).shape
-        free = torch.cuda.mem_get_info(device)[0]
-        fixed, per_unit = self.memory_bytes(n_rows, n_features, 0), self.memory_bytes(n_rows, n_features, 1)
-        per_unit -= fixed
-        units = int((0.85 * free - fixed) // per_unit)
-        log.info("units per batch on %s: %d (%.1f GiB free, about %.2f GiB per unit + %.2f GiB)",
-                 device, units, free / 2**30, per_unit / 2**30, fixed / 2**30)
-        if units < 1:
-            raise GenmemError(
-                f"one VAE unit needs about {(fixed + per_unit) / 2**30:.1f} GiB on {device} but "
-                f"{free / 2**30:.1f} GiB are free; lower batch_size or eval_chunk, or run on the CPU"
-            )
-        return units
+        fixed = self.memory_bytes(n_rows, n_features, 0)
+        return units_that_fit(fixed, self.memory_bytes(n_rows, n_features, 1) - fixed, device)
 
-    def checkpoint_epochs(self):
-        """Epochs after which :meth:`fit_units` saves checkpoints.
+    def checkpoint_epochs(self, checkpoints=None):
+        """Epochs after which :meth:`fit_units` (and :meth:`fit`) save checkpoints.
 
-        ``round(epochs · i / checkpoints)`` for ``i = 1 … checkpoints``: evenly
-        spaced, the last at ``epochs``.
+        ``round(epochs · i / C)`` for ``i = 1 … C`` with C the ``checkpoints``
+        parameter (or the argument): evenly spaced, the last at ``epochs``.
         """
-        if not self.checkpoints:
+        count = self.checkpoints if checkpoints is None else checkpoints
+        if not count:
             return []
-        return sorted({int(round(self.epochs * (i + 1) / self.checkpoints)) for i in range(self.checkpoints)})
+        return sorted({int(round(self.epochs * (i + 1) / count)) for i in range(count)})
 
     def eval_epochs(self):
         """Epochs after which ``loglik_epochs`` is evaluated: ``eval_every, 2·eval_every, … ≤ epochs``."""
@@ -354,38 +246,9 @@ class VAE(DensityModel):
         trainer = Trainer(units, torch.as_tensor(X, dtype=dtype, device=device), masks, keys,
                           batch_size=self.batch_size, lr=self.lr, dynamic=self.binarize == "dynamic",
                           graph=self.cuda_graph, compile=self.compile)
-        train_loss = np.empty((len(masks), self.epochs))
-        for epoch in range(1, self.epochs + 1):
-            train_loss[:, epoch - 1] = (trainer.run_epoch(epoch).cpu().numpy() / n_rows)  # the epoch's one read
-            bad = ~np.isfinite(train_loss[:, epoch - 1])
-            if bad.any():
-                u = int(np.flatnonzero(bad)[0])
-                raise GenmemError(
-                    f"training diverged: non-finite ELBO loss for {labels[u]} at epoch {epoch} "
-                    f"({int(bad.sum())} of {len(masks)} units in this batch); lower lr (now {self.lr}), use "
-                    "dtype='float64' or check the data; units finished before this batch are kept"
-                )
-            log.debug("epoch %d: mean loss per example %s", epoch, np.round(train_loss[:, epoch - 1], 3))
-            if on_epoch is not None:
-                on_epoch(epoch, units, trainer)
+        train_loss = trainer.train(self.epochs, labels, on_epoch)
         units.requires_grad_(False)
         return units, train_loss
-
-    # -- evaluation -----------------------------------------------------------
-    def _eval_data(self, X, device, dtype):
-        if self.binarize == "dynamic":
-            X = (X > EVAL_BINARIZE_THRESHOLD).astype(np.float64)
-        return torch.as_tensor(X, dtype=dtype, device=device)
-
-    @staticmethod
-    def _warn_ess(ess, n_samples):
-        median = float(np.median(ess))
-        if median < 2.0:
-            warnings.warn(
-                f"importance sampling is degenerate: median effective sample size {median:.2f} of "
-                f"{n_samples} samples; log p estimates are unreliable — raise num_samples or train longer",
-                stacklevel=3,
-            )
 
     # -- the K-fold hook -------------------------------------------------------
     def fit_units(self, X, train_masks, seeds, *, unit_keys=None, artifact_dir=None, progress=None):
@@ -403,7 +266,7 @@ class VAE(DensityModel):
             Names of the units in messages and checkpoint files (default ``(0, u)``).
         artifact_dir : path-like, optional
             With ``checkpoints > 0``, one file ``unit_r{r}_k{k}.pt`` per unit
-            (see :meth:`save_checkpoint`) is written here.
+            (:func:`~genmem.models.vae.checkpoints.save_checkpoint`) is written here.
         progress : callable, optional
             Called with U once the units are trained and scored.
 
@@ -418,62 +281,63 @@ class VAE(DensityModel):
             [U, T, N] after each epoch of :meth:`eval_epochs`.
         """
         X, likelihood, device, dtype = self._setup(X)
-        masks = np.asarray(train_masks, dtype=bool)
+        masks, seeds = check_units(X, train_masks, seeds)
         n_units = len(masks)
-        if masks.ndim != 2 or masks.shape[1] != X.shape[0]:
-            raise GenmemError(f"train_masks must be a bool array [U, N={X.shape[0]}]; got shape {masks.shape}")
-        seeds = [int(s) for s in seeds]
-        if len(seeds) != n_units:
-            raise GenmemError(f"need one seed per unit: {n_units} masks but {len(seeds)} seeds")
         if unit_keys is None:
             unit_keys = [(0, u) for u in range(n_units)]
         keys = [tuple(int(i) for i in k) for k in unit_keys]
         labels = [f"unit {key}" for key in keys]
-        ckpt_epochs, eval_epochs = set(self.checkpoint_epochs()), set(self.eval_epochs())
-        records = [{"epochs": [], "lrs": [], "steps": [], "states": []} for _ in range(n_units)]
-        epoch_ll = []
+        recorder = CheckpointRecorder(n_units, self.checkpoint_epochs(), self.lr)
+        eval_epochs, epoch_ll = set(self.eval_epochs()), []
 
         def on_epoch(epoch, units, trainer):
-            if epoch in ckpt_epochs:
-                for rec, state, steps in zip(records, units.unit_states(), trainer.step_counts):
-                    rec["epochs"].append(epoch)
-                    rec["lrs"].append(float(self.lr))
-                    rec["steps"].append(steps)
-                    rec["states"].append(state)
+            recorder(epoch, units, trainer)
             if epoch in eval_epochs:
                 epoch_ll.append(evaluate(units, X_eval, eps, self.eval_chunk)["loglik"])
 
-        with _oom_guard(device, n_units, self.eval_chunk), matmul_precision(device, self.tf32):
-            X_eval = self._eval_data(X, device, dtype)
+        with oom_guard(device, n_units, self.eval_chunk), matmul_precision(device, self.tf32):
+            X_eval = scored_rows(X, self.binarize, device, dtype)
             eps = importance_eps(key_words(seeds, device), int(self.num_samples), int(self.latent_dim), dtype)
             units, train_loss = self._train(X, masks, seeds, labels, likelihood, device, dtype, on_epoch)
             final = evaluate(units, X_eval, eps, self.eval_chunk)
-        self._warn_ess(final["ess"], int(self.num_samples))
+        warn_collapsed(final["ess"], int(self.num_samples), labels)
         out = {"loglik": final["loglik"], "ess": final["ess"], "train_loss": train_loss}
         if self.eval_every is not None:
             out["loglik_epochs"] = np.stack(epoch_ll, axis=1)
         if artifact_dir is not None and self.checkpoints:
-            folder = Path(artifact_dir)
-            folder.mkdir(parents=True, exist_ok=True)
-            config = self._config(X.shape[1], likelihood)
-            for key, seed, rec in zip(keys, seeds, records):
-                save_checkpoint(folder / f"unit_r{key[0]}_k{key[1]}.pt", rec, config, seed, key)
+            recorder.save(artifact_dir, keys, seeds, checkpoint_config(self.get_params(), likelihood, X.shape[1]))
         if progress is not None:
             progress(n_units)
         return out
 
     # -- one model -------------------------------------------------------------
-    def fit(self, X, *, rng=None):
-        """Train one VAE on all rows of ``X`` [N, D] (the batched trainer with U = 1); returns ``self``."""
+    def fit(self, X, y=None, *, rng=None, checkpoints=None):
+        """Train one VAE on all rows of ``X`` [N, D] (the batched trainer with U = 1); returns ``self``.
+
+        Parameters
+        ----------
+        X : array [N, D]
+        y : ignored
+        rng : int, SeedSequence or numpy Generator, optional
+            The model's seed (weights, minibatches, ε, importance samples).
+        checkpoints : int, optional
+            Keep this many checkpoints of the training in :attr:`checkpoints_`
+            (default: the ``checkpoints`` parameter), so that TracIn
+            (:func:`genmem.influence.influence_for`) works on the model.
+        """
         X, likelihood, device, dtype = self._setup(X)
+        count = self.checkpoints if checkpoints is None else checkpoints
+        check_int(count, "checkpoints", 0, self.epochs)
         seed = as_seed(rng)
         if seed is None:
             seed = as_seed(np.random.default_rng())
-        with _oom_guard(device, 1, self.eval_chunk), matmul_precision(device, self.tf32):
+        recorder = CheckpointRecorder(1, self.checkpoint_epochs(count), self.lr)
+        with oom_guard(device, 1, self.eval_chunk), matmul_precision(device, self.tf32):
             units, train_loss = self._train(X, np.ones((1, X.shape[0]), dtype=bool), [seed], ["the model"],
-                                            likelihood, device, dtype)
+                                            likelihood, device, dtype, recorder)
         self._set_fitted(units.unit_states()[0], X.shape[1], likelihood, seed)
         self.train_loss_ = train_loss[0]
+        self.checkpoints_ = recorder.checkpoints()
         return self
 
     def _set_fitted(self, state, n_features, likelihood, seed):
@@ -481,21 +345,18 @@ class VAE(DensityModel):
         net = self._new_net(n_features, likelihood).to_empty(device=device).to(dtype)
         net.load_state_dict(state)
         self.net_ = net.requires_grad_(False)
-        self.n_features_, self.likelihood_, self.seed_ = int(n_features), likelihood, int(seed)
-        self._fitted = True
+        self.n_features_in_, self.likelihood_, self.seed_ = int(n_features), likelihood, int(seed)
 
     def _score(self, X, num_samples):
         self._check_fitted()
-        X = check_data(X, n_features=self.n_features_)
+        X = check_data(X, n_features=self.n_features_in_, model=type(self).__name__)
         device, dtype = resolve_device(self.device), DTYPES[self.dtype]
-        n_samples = int(self.num_samples if num_samples is None else num_samples)
-        if n_samples < 1:
-            raise GenmemError(f"num_samples must be a positive int; got {num_samples!r}")
-        units = Units.from_states(self._new_net(self.n_features_, self.likelihood_), [self.net_.state_dict()],
+        n_samples = int(self.num_samples) if num_samples is None else check_int(num_samples, "num_samples")
+        units = Units.from_states(self._new_net(self.n_features_in_, self.likelihood_), [self.net_.state_dict()],
                                   self._likelihood(self.likelihood_), dtype, device)
-        with _oom_guard(device, 1, self.eval_chunk), matmul_precision(device, self.tf32):
+        with oom_guard(device, 1, self.eval_chunk), matmul_precision(device, self.tf32):
             eps = importance_eps(key_words([self.seed_], device), n_samples, int(self.latent_dim), dtype)
-            result = evaluate(units, self._eval_data(X, device, dtype), eps, self.eval_chunk)
+            result = evaluate(units, scored_rows(X, self.binarize, device, dtype), eps, self.eval_chunk)
         return {k: v[0] for k, v in result.items()}, n_samples
 
     def log_prob(self, X, num_samples=None):
@@ -508,7 +369,7 @@ class VAE(DensityModel):
             Importance samples S (default: the ``num_samples`` parameter).
         """
         result, n_samples = self._score(X, num_samples)
-        self._warn_ess(result["ess"], n_samples)
+        warn_collapsed(result["ess"], n_samples)
         return result["loglik"]
 
     def log_prob_and_ess(self, X, num_samples=None):
@@ -524,9 +385,9 @@ class VAE(DensityModel):
     def embed(self, X):
         """The encoder mean E[z | x] of each row of ``X`` [N, D], float64 [N, latent_dim] (a feature map)."""
         self._check_fitted()
-        X = check_data(X, n_features=self.n_features_)
+        X = check_data(X, n_features=self.n_features_in_, model=type(self).__name__)
         device, dtype = resolve_device(self.device), DTYPES[self.dtype]
-        X_eval = self._eval_data(X, device, dtype)
+        X_eval = scored_rows(X, self.binarize, device, dtype)
         step = max(1, int(self.eval_chunk))
         locs = [self.net_.encoder(X_eval[i:i + step])[0] for i in range(0, len(X_eval), step)]
         return torch.cat(locs).cpu().numpy().astype(np.float64)
@@ -535,8 +396,7 @@ class VAE(DensityModel):
     def sample(self, n, *, rng=None):
         """Draw ``n`` rows [n, D] (float64) from the fitted model: z ~ N(0, I), x ~ p(x | z)."""
         self._check_fitted()
-        if not is_int(n) or n < 1:
-            raise GenmemError(f"n must be a positive int; got {n!r}")
+        check_int(n, "n")
         device, dtype = resolve_device(self.device), DTYPES[self.dtype]
         gen = torch_generator(as_seed(rng), device)
         z = torch.randn(int(n), int(self.latent_dim), generator=gen, dtype=dtype, device=device)
@@ -544,17 +404,29 @@ class VAE(DensityModel):
         x = self._likelihood(self.likelihood_).sample(out, self.net_.decoder.log_scale, gen)
         return x.cpu().numpy().astype(np.float64)
 
-    def pyro_model_guide(self):
+    def pyro_model_guide(self, *, param_store=False):
         """The fitted unit as a Pyro ``(model, guide)`` pair (:class:`VAEModel`, :class:`VAEGuide`).
 
-        They share this model's modules. ``pyro.infer.Trace_ELBO()(model,
-        guide)`` is an ``nn.Module`` whose loss is the negative ELBO that
-        :meth:`fit` minimises; its parameters live in the modules, not in
-        Pyro's global parameter store.
+        They share this model's modules, whose parameters they make trainable
+        (``requires_grad``); training them trains this model.
+
+        Parameters
+        ----------
+        param_store : bool, default=False
+            False: the parameters stay in the modules, out of Pyro's global
+            parameter store; ``loss = pyro.infer.Trace_ELBO()(model, guide)``
+            is an ``nn.Module`` whose loss is the negative ELBO that
+            :meth:`fit` minimises — train it with any torch optimizer over
+            ``loss.parameters()``. True: Pyro's global mode, for
+            ``pyro.infer.SVI(model, guide, pyro.optim.Adam(...),
+            Trace_ELBO()).step(x)``; the parameters are registered in the
+            global store under a name unique to this model.
         """
         self._check_fitted()
-        model = VAEModel(self.net_.decoder, self._likelihood(self.likelihood_), int(self.latent_dim))
-        return model, VAEGuide(self.net_.encoder)
+        self.net_.requires_grad_(True)
+        mode = {"local_params": not param_store, "name": f"genmem_vae_{id(self):x}" if param_store else ""}
+        model = VAEModel(self.net_.decoder, self._likelihood(self.likelihood_), int(self.latent_dim), **mode)
+        return model, VAEGuide(self.net_.encoder, **mode)
 
     # -- checkpoints -----------------------------------------------------------
     @classmethod
@@ -597,37 +469,6 @@ class VAE(DensityModel):
     @classmethod
     def from_checkpoint_dict(cls, ckpt, *, epoch=None, device=None, source="the checkpoint"):
         """A fitted :class:`VAE` from an already loaded checkpoint dict (see :meth:`from_checkpoint`)."""
-        state = checkpoint_state(ckpt, epoch, source)
-        config = dict(ckpt["config"])
-        n_features = config.pop("n_features")
-        config["hidden"] = tuple(config["hidden"])
-        if config["image_shape"] is not None:
-            config["image_shape"] = tuple(config["image_shape"])
-        if device is not None:
-            config["device"] = device
-        return cls.from_state_dict(state, n_features=n_features, seed=ckpt["seed"], **config)
-
-
-class _oom_guard:
-    """Turn running out of memory into a :class:`GenmemError` that says what to shrink."""
-
-    def __init__(self, device, n_units, eval_chunk):
-        self.device, self.n_units, self.eval_chunk = device, n_units, eval_chunk
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, kind, err, tb):
-        if err is None:
-            return False
-        message = str(err).lower()
-        oom = isinstance(err, torch.cuda.OutOfMemoryError) or (
-            isinstance(err, RuntimeError) and ("out of memory" in message or "can't allocate memory" in message)
-        )
-        if oom:
-            raise GenmemError(
-                f"out of memory on {self.device} with {self.n_units} VAE unit(s) at once; hand fewer units per "
-                f"batch (--units-per-batch, now {self.n_units}) or lower eval_chunk (now {self.eval_chunk}) "
-                "or batch_size"
-            ) from err
-        return False
+        params, n_features = model_params(ckpt["config"], device)
+        return cls.from_state_dict(checkpoint_state(ckpt, epoch, source), n_features=n_features, seed=ckpt["seed"],
+                                   **params)

@@ -10,13 +10,18 @@ chunked, the network runs in the model's dtype and the log-sum-exp
 accumulates in float64 on the device, read back once.
 """
 import math
+import warnings
 
+import numpy as np
 import torch
 
 from ...philox import normal
 
 #: Counter tag of the importance samples.
 EVAL_STREAM = 4
+
+#: Share of a unit's rows whose importance sampling collapsed (ESS < 2) above which the VAE warns.
+COLLAPSED_ESS_SHARE = 0.01
 
 
 def importance_eps(keys, num_samples, latent_dim, dtype):
@@ -67,3 +72,30 @@ def evaluate(units, X, eps, chunk):
         out[2, :, rows] = total / n_samples
     loglik, ess, elbo = out.cpu().numpy()
     return {"loglik": loglik, "ess": ess, "elbo": elbo}
+
+
+def warn_collapsed(ess, n_samples, labels=None):
+    """Warn when importance sampling collapsed (ESS < 2) for more than 1 % of the rows of any unit.
+
+    Parameters
+    ----------
+    ess : array [U, N] or [N]
+        Effective sample sizes (:func:`evaluate`).
+    n_samples : int
+        S, for the message.
+    labels : list of str, optional
+        Names of the units (default: "the model").
+    """
+    ess = np.atleast_2d(ess)
+    collapsed = ess < 2.0
+    share = collapsed.mean(1)
+    if share.max() > COLLAPSED_ESS_SHARE:
+        worst = int(np.argmax(share))
+        name = "the model" if labels is None else labels[worst]
+        warnings.warn(
+            f"importance sampling collapsed (effective sample size < 2 of {n_samples} samples) for "
+            f"{int(collapsed.any(0).sum())} of {ess.shape[1]} rows, in {int((share > 0).sum())} of {len(ess)} "
+            f"unit(s) (worst: {name}, {100 * share[worst]:.0f}% of its rows); their log p are unreliable: "
+            "raise num_samples or train longer",
+            stacklevel=3,
+        )

@@ -20,6 +20,8 @@ from pyro.nn import PyroModule
 from torch import nn
 from torch.nn import functional as F
 
+from ...errors import GenmemError
+
 ARCHS = ("mlp", "conv")
 LIKELIHOODS = ("bernoulli", "logit-normal", "gaussian")
 
@@ -33,6 +35,18 @@ def _image_dims(image_shape):
     height, width = image_shape[:2]
     channels = image_shape[2] if len(image_shape) == 3 else 1
     return channels, height, width
+
+
+def check_conv_shape(hidden, image_shape):
+    """Raise :class:`GenmemError` unless ``arch="conv"`` with stride-2 layers of channels ``hidden`` fits ``image_shape``."""
+    if image_shape is None or not hidden:
+        raise GenmemError("arch='conv' needs image_shape=(H, W[, C]) and at least one entry in hidden")
+    shrink = 2 ** len(hidden)
+    if image_shape[0] % shrink or image_shape[1] % shrink:
+        raise GenmemError(
+            f"arch='conv' with {len(hidden)} stride-2 layers needs H and W divisible by {shrink}; "
+            f"got image_shape={tuple(image_shape)} (pad the images, e.g. to 32x32, or use fewer layers)"
+        )
 
 
 class _ToImage(nn.Module):
@@ -132,26 +146,6 @@ class VAENet(nn.Module):
         super().__init__()
         self.encoder = Encoder(n_features, latent_dim, hidden, arch, image_shape)
         self.decoder = Decoder(n_features, latent_dim, hidden, arch, image_shape, learn_scale)
-
-
-def init_parameters(net, generator):
-    """Draw every weight and bias of ``net`` from ``generator``, in place.
-
-    PyTorch's default initialisation of ``Linear``/``Conv``/``ConvTranspose``
-    layers (``U(-1/√fan_in, 1/√fan_in)`` for weights and biases), but drawn
-    from an explicit generator so that a unit's initial weights depend on its
-    seed only. A learned decoder ``log_scale`` starts at 0 (σ = 1).
-    """
-    with torch.no_grad():
-        for module in net.modules():
-            if isinstance(module, (nn.Linear, nn.Conv2d, nn.ConvTranspose2d)):
-                fan_in = nn.init._calculate_fan_in_and_fan_out(module.weight)[0]
-                bound = 1.0 / math.sqrt(fan_in)
-                module.weight.uniform_(-bound, bound, generator=generator)
-                module.bias.uniform_(-bound, bound, generator=generator)
-            elif isinstance(module, Decoder) and module.log_scale is not None:
-                module.log_scale.zero_()
-    return net
 
 
 # -- likelihoods ---------------------------------------------------------------
@@ -270,37 +264,42 @@ class Likelihood:
 class VAEModel(PyroModule):
     """The generative model ``z ~ N(0, I)``, ``x | z ~ likelihood(decoder(z))``, for Pyro.
 
-    A :class:`~pyro.nn.PyroModule` over a plain ``nn.Module`` decoder that
-    runs with Pyro's ``module_local_params=True`` (set for the call only): its
-    parameters live in the module, never in Pyro's global parameter store,
-    so models of different units cannot share weights. Train one unit with
-    ``loss = pyro.infer.Trace_ELBO()(model, guide)`` and a torch optimizer
-    over ``loss.parameters()``.
+    A :class:`~pyro.nn.PyroModule` over a plain ``nn.Module`` decoder.
+
+    - ``local_params=True``: it runs with Pyro's ``module_local_params=True``
+      (set for the call only): its parameters live in the module, never in
+      Pyro's global parameter store, so models of different units cannot
+      share weights. Train it with ``loss = pyro.infer.Trace_ELBO()(model,
+      guide)`` and a torch optimizer over ``loss.parameters()``.
+    - ``local_params=False``: Pyro's classic global mode, what
+      ``pyro.infer.SVI`` needs: the parameters are registered in the global
+      parameter store under ``name`` (make it unique per model) and are the
+      module's own tensors, so SVI trains the module.
     """
 
-    def __init__(self, decoder, likelihood, latent_dim):
-        super().__init__()
+    def __init__(self, decoder, likelihood, latent_dim, *, local_params=True, name=""):
+        super().__init__(name)
         self.decoder = decoder
         self.likelihood = likelihood
         self.latent_dim = latent_dim
+        self.local_params = local_params
 
-    @pyro.settings.context(module_local_params=True)
     def forward(self, x):
-        with pyro.plate("data", x.shape[0]):
+        with pyro.settings.context(module_local_params=self.local_params), pyro.plate("data", x.shape[0]):
             prior = dist.Normal(x.new_zeros(self.latent_dim), x.new_ones(self.latent_dim)).to_event(1)
             z = pyro.sample("z", prior)
             pyro.sample("x", self.likelihood.dist(self.decoder(z), self.decoder.log_scale), obs=x)
 
 
 class VAEGuide(PyroModule):
-    """The amortised guide ``z ~ N(loc(x), diag(scale(x)²))`` for :class:`VAEModel`."""
+    """The amortised guide ``z ~ N(loc(x), diag(scale(x)²))`` for :class:`VAEModel` (same ``local_params``, ``name``)."""
 
-    def __init__(self, encoder):
-        super().__init__()
+    def __init__(self, encoder, *, local_params=True, name=""):
+        super().__init__(name)
         self.encoder = encoder
+        self.local_params = local_params
 
-    @pyro.settings.context(module_local_params=True)
     def forward(self, x):
-        with pyro.plate("data", x.shape[0]):
+        with pyro.settings.context(module_local_params=self.local_params), pyro.plate("data", x.shape[0]):
             loc, scale = self.encoder(x)
             pyro.sample("z", dist.Normal(loc, scale).to_event(1))

@@ -35,9 +35,10 @@ import torch
 
 from ...errors import GenmemError
 from ...philox import bits, normal, uniform
+from ..base import check_finite_loss
 from ..stacked_adam import StackedAdam
 
-log = logging.getLogger(__name__)
+logger = logging.getLogger(__name__)
 
 #: Counter tags (word 3) of the training draws; the weights' initialisation
 #: is stream 3 (:data:`genmem.models.vae.units.INIT_STREAM`), importance
@@ -113,12 +114,12 @@ class Trainer:
     """
 
     def __init__(self, units, X, masks, keys, *, batch_size, lr, dynamic, graph=False, compile=False):
-        self.units, self.X, self.keys, self.dynamic = units, X, keys, dynamic
+        self.units, self.X, self.keys, self.dynamic, self.lr = units, X, keys, dynamic, lr
         device = X.device
         self.n_units, (self.n, self.dim) = len(masks), X.shape
         self.batch = int(batch_size)
         self.latent = units.params["encoder.loc.bias"].shape[-1]
-        n_rows = masks.sum(1)
+        self.rows_per_unit = n_rows = masks.sum(1)
         n_steps = -(-n_rows // self.batch)
         steps = int(n_steps.max())
         per_step = self.n_units * self.batch * (self.latent + (self.dim if dynamic else 0))
@@ -136,8 +137,8 @@ class Trainer:
         self.draw = torch.compile(self._draw, fullgraph=True, dynamic=False) if compile else self._draw
         self.use_graph = bool(graph) and device.type == "cuda"
         self._graphs, self._static = {}, None
-        log.debug("trainer: %d units, %d steps per epoch in blocks of %d, fused Adam %s, CUDA graph %s, compiled %s",
-                  self.n_units, self.steps, self.block, self.adam.fused, self.use_graph, compile)
+        logger.debug("trainer: %d units, %d steps per epoch in blocks of %d, fused Adam %s, CUDA graph %s, compiled %s",
+                     self.n_units, self.steps, self.block, self.adam.fused, self.use_graph, compile)
 
     @property
     def step_counts(self):
@@ -181,6 +182,22 @@ class Trainer:
         return torch.stack(losses, 1).sum(1)
 
     # -- epochs -----------------------------------------------------------------
+    def train(self, epochs, labels, on_epoch=None):
+        """Train for ``epochs`` epochs; returns the mean negative ELBO per training row, float64 [U, epochs].
+
+        The loss is read from the device once per epoch and checked
+        (``labels`` name the units in the error); ``on_epoch(epoch, units,
+        trainer)`` is called after every epoch.
+        """
+        loss = np.empty((self.n_units, epochs))
+        for epoch in range(1, epochs + 1):
+            loss[:, epoch - 1] = self.run_epoch(epoch).cpu().numpy() / self.rows_per_unit  # the epoch's one read
+            check_finite_loss(loss[:, epoch - 1], labels, epoch, self.lr, "ELBO loss")
+            logger.debug("epoch %d: mean loss per example %s", epoch, np.round(loss[:, epoch - 1], 3))
+            if on_epoch is not None:
+                on_epoch(epoch, self.units, self)
+        return loss
+
     def run_epoch(self, epoch):
         """Train every unit for epoch ``epoch`` (1-based); returns the summed loss per unit, [U] on the device."""
         order, weight = epoch_order(self.keys, self.member, self.n_rows, epoch, self.steps * self.batch)
@@ -237,5 +254,5 @@ class Trainer:
         except RuntimeError as err:
             raise GenmemError(f"capturing the VAE training step as a CUDA graph failed ({err}); "
                               "run with --no-cuda-graph (VAE(cuda_graph=False))") from err
-        log.debug("captured a CUDA graph of %d steps", self.block)
+        logger.debug("captured a CUDA graph of %d steps", self.block)
         return graph, loss

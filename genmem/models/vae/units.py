@@ -27,6 +27,17 @@ from ...philox import uniform
 INIT_STREAM = 3
 
 
+def latent_log_ratio(z, eps, sum_log_sigma):
+    """``log p(z) − log q(z|x)`` at ``z = loc + σ·ε``: ``Σ_l (ε_l²/2 − z_l²/2) + Σ_l log σ_l``.
+
+    Both are standard-normal log-densities (their ``log 2π`` terms cancel).
+    ``z`` and ``eps`` are [..., L]; ``sum_log_sigma`` is ``Σ_l log σ_l``,
+    broadcastable to ``z.shape[:-1]``. The ELBO's latent term, shared by the
+    trainer, the importance sampler and TracIn's loss.
+    """
+    return 0.5 * (eps.square().sum(-1) - z.square().sum(-1)) + sum_log_sigma
+
+
 def _is_mlp(template):
     return all(isinstance(m, (nn.Linear, nn.ReLU)) for m in (*template.encoder.body, *template.decoder.net))
 
@@ -166,10 +177,8 @@ class Units:
 
         ``data`` is :meth:`Likelihood.data_terms` of the rows (x of shape
         [U or 1, B, D]), ``loc``/``log_sigma`` are [U, B, L] and ``eps`` is
-        [U, B or 1, S, L]. The latent terms are summed log-densities of
-        standard normals: ``log p(z) − log q(z|x) = Σ_l (−z²/2 + ε²/2 + log σ_l)``.
+        [U, B or 1, S, L]; the latent terms are :func:`latent_log_ratio`.
         """
         z = torch.addcmul(loc.unsqueeze(2), torch.exp(log_sigma).unsqueeze(2), eps)
         log_px = self.likelihood.log_prob_rows(self.decode(z), self.log_scale, *data)
-        latent = 0.5 * (eps.square().sum(-1) - z.square().sum(-1)) + log_sigma.sum(-1, keepdim=True)
-        return log_px + latent
+        return log_px + latent_log_ratio(z, eps, log_sigma.sum(-1, keepdim=True))
