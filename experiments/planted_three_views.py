@@ -18,11 +18,11 @@ Views, each a score per training row:
 * ``tracin_unbiased``: sum_c eta_c grad l(x; eps0) . grad l(x; eps1) over two independent eps draws
   (``TracIn.self_influence(X, unbiased=True)``: the raw value without the noise variance);
 * ``tracin_cos``: gradient-normalised TracIn self-influence sum_c eta_c cos(grad l(x; eps0), grad l(x; eps1))
-  (the library's coming ``normalize="cosine"``); all three TracIn views are computed here in one pass
+  (``vae_tracin(..., normalize="cosine")``); all three TracIn views are computed here in one pass
   from ``TracIn.gradients`` and ``TracIn.noise`` (public), with the draws ``self_influence`` uses;
 * ``nn_distance``: Euclidean distance of each (binarized) row to its nearest other training row;
 * ``copies``: C_T-style copying by the VAE's samples: how many of its samples have the row as their
-  nearest training neighbour at a distance below the lower quartile of the held-out (MNIST test) rows'
+  nearest training neighbour at a distance below the 5% quantile (``COPY_QUANTILE``) of the held-out (MNIST test) rows'
   nearest-training distances.
 
 Reported: the ROC-AUC of every view for every planted kind against the ordinary rows (a score high for

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments"
-SCRIPTS = ["reproduce_vdb", "planted_three_views"]
+SCRIPTS = ["reproduce_vdb", "reproduce_ct", "reproduce_mrgan", "planted_three_views"]
 
 
 def run(name, argv, monkeypatch):
@@ -63,3 +63,30 @@ def test_planted_tracin_views_equal_the_library(monkeypatch, tmp_path, digits):
                                rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(views["tracin_cos"], vae_tracin(path, seed=5, normalize="cosine").self_influence(
         X, unbiased=True), rtol=1e-5, atol=1e-9)
+
+
+def test_reproduction_page_is_read_from_the_recorded_jsons(monkeypatch, tmp_path):
+    """make_reproduction_md writes one well-formed table row per claim from the committed JSONs (none missing),
+    and refuses to write a page when a script's JSON is absent."""
+    import shutil
+
+    monkeypatch.syspath_prepend(str(EXPERIMENTS))
+    import make_reproduction_md as page
+
+    results = EXPERIMENTS.parent / "results"
+    for name in page.SCRIPTS:
+        shutil.copy(results / f"{name}.json", tmp_path)
+    monkeypatch.setattr(page, "RESULTS", tmp_path)
+    page.main()
+    text = (tmp_path / "REPRODUCTION.md").read_text()
+    rows = [line for line in text.splitlines() if line.startswith("| ") and "---" not in line]
+    claims = [row for row in rows if any(row.startswith(f"| {paper} |") for paper in page.PAPERS.values())]
+    assert len(claims) == 18
+    for row in claims:  # seven cells, a literal | inside a cell escaped
+        cells = row.replace("\\|", "").split("|")[1:-1]
+        assert len(cells) == 7, row
+        assert cells[5].strip() in {"**yes**", "**no**", "—"}
+    assert "n/a" not in text
+    (tmp_path / "reproduce_ct.json").unlink()
+    with pytest.raises(SystemExit, match="reproduce_ct.json"):
+        page.main()
