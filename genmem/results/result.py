@@ -97,7 +97,11 @@ class KFoldResult:
         return to_dataframe(self)
 
     def save(self, path):
-        """Write the result to ``path`` atomically (temp file + rename)."""
+        """Write the result to ``path`` atomically (temp file + rename).
+
+        An existing file at ``path`` is replaced, as :func:`numpy.save` does
+        (the command line refuses that without ``--force``).
+        """
         from .hdf5 import write_result  # hdf5 imports this module: imported here to keep the import one-way
 
         write_result(path, self)
