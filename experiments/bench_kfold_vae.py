@@ -309,8 +309,8 @@ def traffic_section(units, rows=256):
     batch = model["batch_size"]
     plain_init = stacked_adam.StackedAdam.__init__
 
-    def fused_init(self, flat, lr, betas=(0.9, 0.999), eps=1e-8, fused=None):  # the CUDA path's kernel
-        plain_init(self, flat, lr, betas, eps, fused=True)
+    def fused_init(self, flat, lr, betas=(0.9, 0.999), eps=1e-8, fused=None, **options):  # the CUDA path's kernel
+        plain_init(self, flat, lr, betas, eps, fused=True, **options)
 
     out = {"network": "vdb-bmnist MLP 1024-512-256-16, Bernoulli, dynamic binarization, batch 64",
            "floor_bytes_per_param": FLOOR_BYTES_PER_PARAM, "h200_bandwidth": H200_BANDWIDTH, "units": {}}
