@@ -40,6 +40,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from scipy.stats import spearmanr
+from torch.utils._python_dispatch import TorchDispatchMode
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -50,6 +51,7 @@ from genmem.memorization import estimate  # noqa: E402
 from genmem.models.vae import PRESETS, VAE  # noqa: E402
 from genmem.models.vae.evaluate import evaluate, importance_eps  # noqa: E402
 from genmem.philox import key_words  # noqa: E402
+from genmem.models import stacked_adam  # noqa: E402
 
 #: The last commit whose VAE trainer used per-unit Adam views and per-unit generators.
 LEGACY_COMMIT = "a119695"
@@ -221,6 +223,134 @@ def overhead_section(units, epochs):
     return out
 
 
+#: H200 memory bandwidth (bytes/s), for the bandwidth-bound time a step's traffic predicts.
+H200_BANDWIDTH = 4.8e12
+#: The issue's floor per float32 parameter and unit: Adam reads parameter, gradient and two moments and
+#: writes three (28 B); the forward pass reads the weights (4 B), the backward reads them (4 B) and
+#: writes their gradient (4 B).
+FLOOR_BYTES_PER_PARAM = 40
+
+
+def _stored_bytes(t):
+    """Bytes a kernel touches for tensor ``t``: its elements, broadcast (stride-0) dimensions counted once."""
+    n = 1
+    for size, stride in zip(t.shape, t.stride()):
+        n *= size if stride else 1
+    return n * t.element_size()
+
+
+class TrafficCounter(TorchDispatchMode):
+    """Counts aten operations and the bytes they read and write, as unfused kernels would move them.
+
+    Per operation: every tensor argument is read, every argument the schema marks as written is written
+    too (an ``out=`` argument is only written), every return that is not an alias of an argument is written; views (returns aliasing their
+    argument, nothing written) move nothing. ``torch._fused_adam_`` marks ``grads`` as written for its
+    unscale path (``grad_scale``), which it does not take here: they count as read only.
+    """
+
+    MATMULS = {"bmm", "baddbmm", "mm", "addmm", "matmul"}
+
+    def __init__(self):
+        super().__init__()
+        self.ops = self.bytes = 0
+        self.by_kind = {}
+
+    def kind(self, func, tensors):
+        """What an operation is for: Adam, matrix products, gradient assembly, integer work, elementwise."""
+        name = func._schema.name.removeprefix("aten::")
+        if name == "_fused_adam_":
+            return "adam"
+        if name in self.MATMULS:
+            return "matmul"
+        if name == "cat":
+            return "cat"
+        if tensors and not tensors[0].is_floating_point():
+            return "integer"
+        return "elementwise"
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        out = func(*args, **kwargs)
+        schema = func._schema
+        written_args = [a.name for a in schema.arguments if a.alias_info is not None and a.alias_info.is_write
+                        and not (func is torch.ops.aten._fused_adam_.default and a.name == "grads")]
+        aliasing_returns = all(r.alias_info is not None for r in schema.returns) and schema.returns
+        if aliasing_returns and not written_args:  # a view
+            return out
+        self.ops += 1
+        bound = dict(zip([a.name for a in schema.arguments], args)) | kwargs
+        out_args = {a.name for a in schema.arguments if a.is_out}
+        moved, first = 0, []
+        for name, value in bound.items():
+            tensors = [value] if isinstance(value, torch.Tensor) else [
+                v for v in (value if isinstance(value, (list, tuple)) else []) if isinstance(v, torch.Tensor)]
+            first = first or tensors
+            moved += sum(_stored_bytes(t) for t in tensors) * (1 if name in out_args or name not in written_args else 2)
+        returns = out if isinstance(out, (list, tuple)) else [out]
+        for r, ret in zip(schema.returns, returns):
+            if r.alias_info is None and isinstance(ret, torch.Tensor):
+                moved += _stored_bytes(ret)
+        kind = self.kind(func, first)
+        self.bytes += moved
+        self.by_kind[kind] = self.by_kind.get(kind, 0) + moved
+        return out
+
+
+def traffic_section(units, rows=256):
+    """Bytes moved per training step of the vdb-bmnist network against the memory floor, on the CPU.
+
+    Counted with :class:`TrafficCounter` over a 3-epoch minus a 1-epoch fit (batch 64, ``rows`` rows),
+    with the stacked Adam on PyTorch's fused kernel as on CUDA. The predicted H200 time is the traffic of
+    the full setting (100 units x 84,375 steps) over the H200's bandwidth: what the step costs when it
+    is bandwidth-bound and launch overhead is hidden (one CUDA graph per block of steps).
+    """
+    model = PRESET["model"]
+    X = (np.random.default_rng(0).random((rows, 1024)) < 0.2).astype(np.float64)
+    batch = model["batch_size"]
+    plain_init = stacked_adam.StackedAdam.__init__
+
+    def fused_init(self, flat, lr, betas=(0.9, 0.999), eps=1e-8, fused=None, **options):  # the CUDA path's kernel
+        plain_init(self, flat, lr, betas, eps, fused=True, **options)
+
+    out = {"network": "vdb-bmnist MLP 1024-512-256-16, Bernoulli, dynamic binarization, batch 64",
+           "floor_bytes_per_param": FLOOR_BYTES_PER_PARAM, "h200_bandwidth": H200_BANDWIDTH, "units": {}}
+    stacked_adam.StackedAdam.__init__ = fused_init
+    try:
+        for n_units in units:
+            masks, seeds = np.ones((n_units, rows), dtype=bool), list(range(1, n_units + 1))
+            counts = []
+            for n_epochs in (1, 3):
+                vae = VAE(**{**model, "epochs": n_epochs})
+                X_checked, likelihood, dev, dtype = vae._setup(X)
+                with TrafficCounter() as counter:
+                    trained, _ = vae._train(X_checked, masks, seeds, [str(u) for u in seeds], likelihood, dev, dtype)
+                counts.append((counter.ops, counter.bytes, counter.by_kind))
+            params = trained.flat.shape[1]
+            steps = 2 * (rows // batch)
+            per_step = (counts[1][1] - counts[0][1]) / steps
+            floor = FLOOR_BYTES_PER_PARAM * params * n_units
+            kinds = {k: (v - counts[0][2].get(k, 0)) / steps / (params * n_units) for k, v in counts[1][2].items()}
+            out["units"][str(n_units)] = {"params_per_unit": params, "ops_per_step": (counts[1][0] - counts[0][0]) / steps,
+                                          "bytes_per_step": per_step, "floor_bytes_per_step": floor,
+                                          "over_floor": per_step / floor,
+                                          "bytes_per_param_by_kind": dict(sorted(kinds.items(), key=lambda kv: -kv[1]))}
+            print(f"traffic U={n_units}: {per_step / 1e6:.1f} MB/step, {per_step / floor:.2f}x the floor",
+                  file=sys.stderr)
+    finally:
+        stacked_adam.StackedAdam.__init__ = plain_init
+    top = out["units"][str(max(units))]
+    per_unit = top["bytes_per_step"] / max(units)
+    full_steps = -(-FULL["train_per_model"] // batch) * FULL["epochs"]
+    out["full_setting"] = {"units": FULL["models"], "steps": full_steps,
+                           "bytes_per_step": per_unit * FULL["models"],
+                           "predicted_h200_train_seconds": per_unit * FULL["models"] * full_steps / H200_BANDWIDTH,
+                           "floor_h200_train_seconds": FLOOR_BYTES_PER_PARAM * top["params_per_unit"] * FULL["models"]
+                           * full_steps / H200_BANDWIDTH}
+    print(f"full setting: {out['full_setting']['predicted_h200_train_seconds']:.0f} s of H200 memory traffic "
+          f"(floor {out['full_setting']['floor_h200_train_seconds']:.0f} s)", file=sys.stderr)
+    return out
+
+
 def _sync(device):
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -296,9 +426,10 @@ def preset_section(args, device):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--sections", default="overhead,preset",
-                        help="comma-separated: overhead (ops and steps/s vs the legacy trainer), preset (vs the "
-                             "reference loop on MNIST)")
+    parser.add_argument("--sections", default="overhead,traffic,preset",
+                        help="comma-separated: overhead (ops and steps/s vs the legacy trainer), traffic (bytes "
+                             "per step of the vdb-bmnist network against the memory floor), preset (vs the "
+                             "reference loop on MNIST); sections not run keep their values in an existing --out")
     parser.add_argument("--overhead-units", default="4,64", help="U values of the overhead section")
     parser.add_argument("--overhead-epochs", type=int, default=3, help="epochs timed in the overhead section")
     parser.add_argument("--n", type=int, default=1000, help="MNIST training images used (default 1000)")
@@ -321,6 +452,7 @@ def main(argv=None):
     overhead = None
     if "overhead" in sections:
         overhead = overhead_section([int(u) for u in args.overhead_units.split(",")], args.overhead_epochs)
+    traffic = traffic_section([2, 4]) if "traffic" in sections else None
     preset = preset_section(args, device) if "preset" in sections else None
 
     import pyro
@@ -334,8 +466,12 @@ def main(argv=None):
                      "numpy": np.__version__},
         "load_average_at_start": load,
         "overhead": overhead,
+        "traffic": traffic,
         **(preset or {}),
-        "notes": "Overhead: profiler events per training step (nested ops included), tiny networks, CPU; the "
+        "notes": "Traffic: bytes per training step of the vdb-bmnist network, every aten operation's reads and "
+                 "writes counted as an unfused kernel moves them (TrafficCounter), with the fused Adam kernel of "
+                 "the CUDA path; the predicted H200 time assumes a bandwidth-bound step (launches hidden by the "
+                 "CUDA graph). Overhead: profiler events per training step (nested ops included), tiny networks, CPU; the "
                  "legacy trainer is genmem's previous one, read from git history. Preset: the reference loop "
                  "uses the analytic KL, torch's default Adam and torch's global RNG; genmem uses Pyro's "
                  "Trace_ELBO objective (Monte Carlo KL), its stacked Adam and counter-based random numbers. "
@@ -346,6 +482,11 @@ def main(argv=None):
     }
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
+    if out.exists() and sections != {"overhead", "traffic", "preset"}:  # keep the sections not run
+        kept = json.loads(out.read_text())
+        commands = kept.get("section_commands") or {name: kept["command"] for name in ("overhead", "preset")}
+        commands.update({name: report["command"] for name in sections})
+        report = {**kept, **{k: v for k, v in report.items() if v is not None}, "section_commands": commands}
     out.write_text(json.dumps(report, indent=2) + "\n")
     print(f"wrote {out}", file=sys.stderr)
     return 0

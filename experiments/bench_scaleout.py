@@ -35,7 +35,7 @@ sys.path.insert(0, str(ROOT))
 
 from genmem.results import library_versions  # noqa: E402
 
-RUN = ["kfold", "--model", "vae", "--folds", "4", "--repeats", "2", "--epochs", "20", "--num-samples", "64",
+RUN = ["kfold", "--model", "vae", "--folds", "4", "--repeats", "2", "--num-samples", "64",
        "--units-per-batch", "1", "-q"]
 
 
@@ -67,10 +67,12 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--procs", default="2", help="comma-separated process counts besides 1 (default 2)")
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--epochs", type=int, default=100,
+                        help="VAE epochs per unit (default 100: units long against torchrun's start of a few seconds)")
     parser.add_argument("--limit", type=int, default=1797, help="digits examples used (all: 1797)")
     parser.add_argument("--out", default=str(ROOT / "results" / "bench_scaleout.json"))
     args = parser.parse_args(argv)
-    run = [*RUN, "--device", args.device, "--limit", str(args.limit)]
+    run = [*RUN, "--epochs", str(args.epochs), "--device", args.device, "--limit", str(args.limit)]
     load = list(os.getloadavg())
     report = {"benchmark": "bench_scaleout", "command": shlex.join([sys.executable, *sys.argv]),
               "machine": {"cpus": os.cpu_count(), "platform": platform.platform()}, "versions": library_versions(),

@@ -18,7 +18,7 @@ from ..models.base import accepts_rng
 from ..outputs import check_folder, output_lock
 from ..results import add_views
 from ..results.provenance import import_qualified, rebuild
-from ..results.verify import check_stored_data
+from ..memorization.verify import check_stored_data
 from ..validation import check_data
 from .runs import finished_run
 

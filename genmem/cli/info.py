@@ -6,7 +6,7 @@ import numpy as np
 
 from ..errors import GenmemError
 from ..results import read_result
-from ..results.verify import verify as verify_result
+from ..memorization.verify import verify as verify_result
 
 
 @click.command()

@@ -13,7 +13,7 @@ from ..neighbours import NeighbourBank, compare_with_scores, data_copying_test, 
 from ..neighbours.search import METRICS
 from ..outputs import check_folder, claim, output_lock
 from ..results import add_views
-from ..results.verify import check_stored_data
+from ..memorization.verify import check_stored_data
 from .runs import finished_run
 
 EMBED_HELP = "Feature map: pixels, pca:D, npy:PATH (features of the run's examples, in row order) " \

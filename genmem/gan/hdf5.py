@@ -16,6 +16,9 @@ FORMAT_VERSION = 1
 def write_gan(path, run, evaluation, *, data_info=None, train_index=None, test_index=None, argv=None, identity=None):
     """Write a trained and evaluated GAN run to one HDF5 file, atomically.
 
+    An existing file at ``path`` is replaced, as :func:`numpy.save` does (the command line refuses
+    that without ``--force``).
+
     Layout (format ``genmem.gan``, version 1)::
 
         /                        attrs: format, format_version, genmem_version, created, argv,

@@ -8,18 +8,22 @@ keeps its parameters, moments and step count exactly as they are.
 
 On CUDA an update is one call of PyTorch's fused Adam kernel
 (``torch._fused_adam_``, what ``torch.optim.Adam(fused=True)`` runs) over the
-rows of the units that take the step — each row its own tensor with its own
-step count on the device — so it reads and writes each number once (28 bytes
-per float32 parameter), launches the same work whatever U is and never
-synchronises with the host. Elsewhere (the CPU kernel reads every step count
+rows of the units that take the step — each row (or each piece of a row, a
+layer's weight, when the gradient comes in pieces) its own tensor with its
+own step count on the device — so it reads and writes each number once (28
+bytes per float32 parameter), reads the gradient where autograd left it,
+launches the same work whatever U is and never synchronises with the host. Elsewhere (the CPU kernel reads every step count
 back with ``.item()``; old PyTorch) the same update runs as a few elementwise
 operations over the whole buffer (:func:`adam_update_`), in place when every
 unit takes the step. ``tests/test_stacked_adam.py`` checks both against
 ``torch.optim.Adam`` run unit by unit.
 """
 import logging
+import math
 
 import torch
+
+from ..errors import GenmemError
 
 logger = logging.getLogger(__name__)
 
@@ -92,6 +96,10 @@ class StackedAdam:
     fused : bool, optional
         Use PyTorch's fused kernel (where it has one for this device and
         dtype); default: on CUDA only.
+    shapes : list of tuples, optional
+        The per-unit shapes of the pieces a row is made of, in order (e.g.
+        the layers' weights and biases): the shapes of the gradients
+        :meth:`step` may be given. Default: one piece, the whole row.
 
     Attributes
     ----------
@@ -102,8 +110,11 @@ class StackedAdam:
         Adam steps each unit has taken.
     """
 
-    def __init__(self, flat, lr, betas=(0.9, 0.999), eps=1e-8, fused=None):
+    def __init__(self, flat, lr, betas=(0.9, 0.999), eps=1e-8, fused=None, shapes=None):
         self.flat = flat
+        self.shapes = [tuple(shape) for shape in shapes] if shapes is not None else [(flat.shape[1],)]
+        if sum(math.prod(shape) for shape in self.shapes) != flat.shape[1]:
+            raise GenmemError(f"the pieces {self.shapes} do not make up rows of {flat.shape[1]} parameters")
         self.grad = torch.zeros_like(flat)
         self.exp_avg = torch.zeros_like(flat)
         self.exp_avg_sq = torch.zeros_like(flat)
@@ -115,19 +126,32 @@ class StackedAdam:
         # computes the bias corrections in the parameters' precision, as torch.optim's single-tensor path
         steps_dtype = torch.float32 if self.fused else flat.dtype
         self.steps = torch.zeros(flat.shape[0], dtype=steps_dtype, device=flat.device)
-        rows = [t.unbind(0) for t in (flat, self.grad, self.exp_avg, self.exp_avg_sq, self.steps)]
-        self._rows = list(zip(*rows))  # per unit: its parameter, gradient, moment and step-count views
+        # per buffer, piece and unit: the view of that unit's piece (what the fused kernel's lists hold)
+        self._views = {name: [piece.unbind(0) for piece in self._pieces(buffer)] if self.fused else None
+                       for name, buffer in (("param", flat), ("grad", self.grad), ("exp_avg", self.exp_avg),
+                                            ("exp_avg_sq", self.exp_avg_sq))}
+        self._step_views = self.steps.unbind(0)
         self._lists = {}
 
+    def _pieces(self, buffer):
+        """``buffer`` [U, P] as its pieces, [U, *shape] views in row order."""
+        pieces, offset = [], 0
+        for shape in self.shapes:
+            size = math.prod(shape)
+            pieces.append(buffer[:, offset:offset + size].view(buffer.shape[0], *shape))
+            offset += size
+        return pieces
+
     def _unit_lists(self, units):
-        """The fused kernel's tensor lists for the units ``units`` (cached per set of units)."""
+        """The fused kernel's lists (piece-major, then unit) for the units ``units`` (cached per set of units)."""
         if units not in self._lists:
-            chosen = [self._rows[u] for u in units]
-            self._lists[units] = [list(column) for column in zip(*chosen)]
+            self._lists[units] = [[views[u] for views in self._views[name] for u in units]
+                                  for name in ("param", "grad", "exp_avg", "exp_avg_sq")] + [
+                [self._step_views[u] for _ in self.shapes for u in units]]
         return self._lists[units]
 
-    def step(self, active, units):
-        """Apply :attr:`grad` to the units that take this step.
+    def step(self, active, units, grads=None):
+        """Apply the gradient to the units that take this step.
 
         Parameters
         ----------
@@ -135,14 +159,24 @@ class StackedAdam:
             The units that take the step, on the device.
         units : tuple of int
             The same units as host indices (which rows the fused kernel updates).
+        grads : list of Tensor [U, *shape], optional
+            The gradient as pieces of the shapes given at construction. The
+            fused kernel reads them where they are; the elementwise update
+            gathers them into :attr:`grad` first. Default: :attr:`grad`,
+            filled by the caller.
         """
         if not self.fused:
+            if grads is not None:
+                torch.cat([g.reshape(len(self.flat), -1) for g in grads], 1, out=self.grad)
             adam_update_(self.flat, self.grad, self.exp_avg, self.exp_avg_sq, self.steps, active,
                          self.lr, self.beta1, self.beta2, self.eps, every=len(units) == len(self.flat))
             return
         if not units:  # a padding step of the block: nobody moves
             return
         self.steps.add_(active.to(self.steps.dtype))
-        params, grads, avgs, avg_sqs, steps = self._unit_lists(units)
-        torch._fused_adam_(params, grads, avgs, avg_sqs, [], steps, amsgrad=False, lr=self.lr, beta1=self.beta1,
-                           beta2=self.beta2, weight_decay=0.0, eps=self.eps, maximize=False)
+        params, grad_views, avgs, avg_sqs, steps = self._unit_lists(units)
+        if grads is not None:  # one unbind per piece, whatever the number of units
+            rows = [g.contiguous().unbind(0) for g in grads]
+            grad_views = [piece[u] for piece in rows for u in units]
+        torch._fused_adam_(params, grad_views, avgs, avg_sqs, [], steps, amsgrad=False, lr=self.lr,
+                           beta1=self.beta1, beta2=self.beta2, weight_decay=0.0, eps=self.eps, maximize=False)

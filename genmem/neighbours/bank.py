@@ -243,6 +243,9 @@ class NeighbourBank:
     def save(self, path, *, identity=None):
         """Write the features and metadata to an HDF5 file atomically.
 
+        An existing file at ``path`` is replaced, as :func:`numpy.save` does
+        (the command line refuses that without ``--force``).
+
         The file holds ``/features [N, d]`` (float64, normalised for the
         cosine metric), the feature map's own arrays under ``/embedder``
         (e.g. PCA mean and components) and attributes ``format``,

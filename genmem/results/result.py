@@ -4,6 +4,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..errors import GenmemError
+from .tables import to_dataframe
 
 
 @dataclass
@@ -93,12 +94,14 @@ class KFoldResult:
         ``stderr`` (R > 1), ``loglik_in``, ``loglik_out``, both estimators
         and every view; see :func:`genmem.results.columns`.
         """
-        from .tables import to_dataframe
-
         return to_dataframe(self)
 
     def save(self, path):
-        """Write the result to ``path`` atomically (temp file + rename)."""
-        from .hdf5 import write_result
+        """Write the result to ``path`` atomically (temp file + rename).
+
+        An existing file at ``path`` is replaced, as :func:`numpy.save` does
+        (the command line refuses that without ``--force``).
+        """
+        from .hdf5 import write_result  # hdf5 imports this module: imported here to keep the import one-way
 
         write_result(path, self)

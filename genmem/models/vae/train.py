@@ -22,8 +22,10 @@ So a unit's numbers depend on nothing but its seed and its rows: not on its
 batch-mates, not on where a run was resumed, not on the device.
 
 The work per step does not grow with U except through tensor sizes: one
-gather, the batched forward and backward, one concatenation of the
-gradients and one stacked Adam update, no host synchronisation. Steps run in
+gather, the batched forward and backward and one stacked Adam update (the
+fused kernel reads the layers' gradients where autograd left them; the
+elementwise update elsewhere gathers them into one buffer first), no host
+synchronisation. Steps run in
 blocks whose random numbers are drawn in one call; the loss is accumulated on
 the device and read once per epoch. On CUDA the whole block (draws, steps,
 Adam) is captured once as a CUDA graph and replayed.
@@ -133,7 +135,7 @@ class Trainer:
         patterns, self._pattern = np.unique(active.T, axis=0, return_inverse=True)
         self._units = [tuple(int(u) for u in np.flatnonzero(p)) for p in patterns]
         self._pattern = self._pattern.reshape(-1)
-        self.adam = StackedAdam(units.flat, lr)
+        self.adam = StackedAdam(units.flat, lr, shapes=[leaf.shape[1:] for leaf in units.leaves])
         self.draw = torch.compile(self._draw, fullgraph=True, dynamic=False) if compile else self._draw
         self.use_graph = bool(graph) and device.type == "cuda"
         self._graphs, self._static = {}, None
@@ -176,8 +178,7 @@ class Trainer:
             loss = -(log_w[..., 0] * weight[:, cols]).sum(1)
             grads = torch.autograd.grad(loss.sum(), units.leaves)
             with torch.no_grad():
-                torch.cat([g.reshape(U, -1) for g in grads], 1, out=self.adam.grad)
-                self.adam.step(active[:, j], step_units[j])
+                self.adam.step(active[:, j], step_units[j], grads)
             losses.append(loss.detach())
         return torch.stack(losses, 1).sum(1)
 

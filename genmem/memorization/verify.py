@@ -5,10 +5,10 @@ import h5py
 import numpy as np
 
 from ..errors import GenmemError
-from ..memorization.artifacts import read_manifest, verified_bytes
-from ..memorization.estimators import memorization_scores
-from ..memorization.folds import make_folds, unit_seed
-from .provenance import data_sha256
+from ..results.provenance import data_sha256
+from .artifacts import read_manifest, verified_bytes
+from .estimators import memorization_scores
+from .folds import make_folds, unit_seed
 
 
 def check_stored_data(result, path):
