@@ -16,8 +16,9 @@ and the JSON rewritten after each so that a cut-short run keeps what it measured
    of ``--eval-rows`` rows under all 100 units. Extrapolated to 100 epochs and
    60,000 rows, against the 2-minute goal and against the memory floor (Adam
    reads parameter, gradient and both moments and writes three: 28 B per
-   parameter, plus 8 B of weight reads in the forward and backward passes),
-   with the achieved bytes/s. Once with eager kernels, once with
+   parameter, plus 12 B of weight traffic: read in the forward and backward
+   passes, gradient written), with the achieved bytes/s and the bytes the
+   step really moves (the CPU-counted ``traffic`` of bench_kfold_vae.json). Once with eager kernels, once with
    ``compile=True``. The reference-style loop (one model at a time, batch-64
    steps, ``experiments/bench_kfold_vae.py``) is timed for a few hundred steps
    and extrapolated the same way.
@@ -28,7 +29,9 @@ and the JSON rewritten after each so that a cut-short run keeps what it measured
 
 Writes ``results/gpu_check.json`` (``--out``) with the device, versions, command,
 and per section its measurements or the error that stopped it. ``--smoke`` runs
-every section at toy sizes on whatever device there is, to check the script.
+every section at toy sizes on whatever device there is, to check the script
+(into a temporary folder unless ``--out`` is given; ``tests/test_gpu_check.py``
+runs it).
 """
 import argparse
 import json
@@ -37,6 +40,7 @@ import platform
 import shlex
 import subprocess
 import sys
+import tempfile
 import time
 import traceback
 from pathlib import Path
@@ -48,11 +52,12 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "experiments"))
 
-from bench_kfold_vae import FULL, PRESET, ReferenceVAE  # noqa: E402
+from bench_kfold_vae import FLOOR_BYTES_PER_PARAM, FULL, PRESET, ReferenceVAE  # noqa: E402
 from genmem.data import load_dataset, prepare  # noqa: E402
 from genmem.device import describe_device, resolve_device  # noqa: E402
 from genmem.memorization.folds import make_folds, unit_seed  # noqa: E402
 from genmem.models.vae import VAE  # noqa: E402
+from genmem.models.vae.data import scored_rows  # noqa: E402
 from genmem.models.vae.evaluate import evaluate, importance_eps  # noqa: E402
 from genmem.philox import key_words  # noqa: E402
 from genmem.results import library_versions  # noqa: E402
@@ -78,6 +83,18 @@ def mnist_units(data_dir, n_rows, folds, repeats, seed=0):
     return X, masks, seeds
 
 
+def counted_traffic(n_units, step_s):
+    """The bytes a step moves as counted on the CPU (bench_kfold_vae.json's ``traffic``), and the rate achieved."""
+    path = ROOT / "results" / "bench_kfold_vae.json"
+    traffic = json.loads(path.read_text()).get("traffic") if path.is_file() else None
+    if not traffic:
+        return {}
+    top = max(traffic["units"], key=int)
+    moved = traffic["units"][top]["bytes_per_step"] / int(top) * n_units
+    return {"counted_bytes_per_step": moved, "counted_bytes_per_s": moved / step_s,
+            "counted_share_of_peak_bandwidth": moved / step_s / PEAK_BYTES_PER_S}
+
+
 def vae_full(args, device, compile):
     """Train all units for a few epochs, time IS on a share of the rows; extrapolate the full setting."""
     X, masks, seeds = mnist_units(args.data_dir, args.rows, args.folds, args.repeats)
@@ -100,13 +117,13 @@ def vae_full(args, device, compile):
     n_units = len(masks)
     steps = -(-int(masks.sum(1).max()) // vae.batch_size)
     step_s = steady / steps
-    floor_bytes = n_units * n_params * (28 + 8)
+    floor_bytes = n_units * n_params * FLOOR_BYTES_PER_PARAM
 
     rows = X_checked[:args.eval_rows]
     sync(device)
     t0 = time.perf_counter()
     eps = importance_eps(key_words(seeds, dev), vae.num_samples, vae.latent_dim, dtype)
-    ll = evaluate(units, vae._eval_data(rows, dev, dtype), eps, vae.eval_chunk)["loglik"]
+    ll = evaluate(units, scored_rows(rows, vae.binarize, dev, dtype), eps, vae.eval_chunk)["loglik"]
     sync(device)
     eval_s = time.perf_counter() - t0
     scale_units = FULL["models"] / n_units
@@ -120,6 +137,7 @@ def vae_full(args, device, compile):
         "step_ms": 1e3 * step_s,
         "floor_bytes_per_step": floor_bytes, "floor_step_ms": 1e3 * floor_bytes / PEAK_BYTES_PER_S,
         "achieved_bytes_per_s": floor_bytes / step_s, "share_of_peak_bandwidth": floor_bytes / step_s / PEAK_BYTES_PER_S,
+        **counted_traffic(n_units, step_s),
         "eval_rows": len(rows), "eval_seconds": eval_s, "mean_loglik_eval_rows": float(ll.mean()),
         "train_loss_last_epoch_mean": float(loss[:, -1].mean()),
         "peak_memory_gib": torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None,
@@ -227,8 +245,13 @@ def main(argv=None):
     parser.add_argument("--reference-eval-rows", type=int, default=640)
     parser.add_argument("--only", default=None, help="comma-separated section names to run")
     parser.add_argument("--smoke", action="store_true", help="toy sizes on any device: checks the script runs")
-    parser.add_argument("--out", type=Path, default=ROOT / "results" / "gpu_check.json")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="default: results/gpu_check.json; with --smoke a temporary folder (toy numbers "
+                             "must not pass for a GPU measurement)")
     args = parser.parse_args(argv)
+    if args.out is None:
+        args.out = Path(tempfile.mkdtemp(prefix="gpu_check_smoke_")) / "gpu_check.json" if args.smoke \
+            else ROOT / "results" / "gpu_check.json"
     if args.smoke:
         args.device = "auto"
         args.rows, args.folds, args.repeats, args.epochs = 600, 3, 1, 2

@@ -151,7 +151,8 @@ def vae_throughput():
     """
     cpu = bench("bench_kfold_vae.json")
     gpu = bench("gpu_check.json")
-    vae = (gpu or {}).get("sections", {}).get("vae_full", {}).get("eager", {})
+    measured = gpu is not None and not gpu.get("smoke") and "cuda" in str(gpu.get("device", "")).lower()
+    vae = gpu["sections"].get("vae_full", {}).get("eager", {}) if measured else {}
     if "extrapolated_full_seconds" in vae:
         full, seconds = cpu["full_setting"], vae["extrapolated_full_seconds"]
         return (full["models"] * full["epochs"] * full["train_per_model"] / seconds["train"],
