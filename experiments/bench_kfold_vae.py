@@ -35,6 +35,8 @@ import subprocess
 import sys
 import time
 import types
+from functools import partialmethod
+from unittest import mock
 from pathlib import Path
 
 import numpy as np
@@ -51,7 +53,7 @@ from genmem.memorization import estimate  # noqa: E402
 from genmem.models.vae import PRESETS, VAE  # noqa: E402
 from genmem.models.vae.evaluate import evaluate, importance_eps  # noqa: E402
 from genmem.philox import key_words  # noqa: E402
-from genmem.models import stacked_adam  # noqa: E402
+from genmem.models.stacked_adam import StackedAdam  # noqa: E402
 
 #: The last commit whose VAE trainer used per-unit Adam views and per-unit generators.
 LEGACY_COMMIT = "a119695"
@@ -307,15 +309,10 @@ def traffic_section(units, rows=256):
     model = PRESET["model"]
     X = (np.random.default_rng(0).random((rows, 1024)) < 0.2).astype(np.float64)
     batch = model["batch_size"]
-    plain_init = stacked_adam.StackedAdam.__init__
-
-    def fused_init(self, flat, lr, betas=(0.9, 0.999), eps=1e-8, fused=None, **options):  # the CUDA path's kernel
-        plain_init(self, flat, lr, betas, eps, fused=True, **options)
-
     out = {"network": "vdb-bmnist MLP 1024-512-256-16, Bernoulli, dynamic binarization, batch 64",
            "floor_bytes_per_param": FLOOR_BYTES_PER_PARAM, "h200_bandwidth": H200_BANDWIDTH, "units": {}}
-    stacked_adam.StackedAdam.__init__ = fused_init
-    try:
+    # the CUDA path's Adam kernel (the trainer picks it on CUDA only)
+    with mock.patch.object(StackedAdam, "__init__", partialmethod(StackedAdam.__init__, fused=True)):
         for n_units in units:
             masks, seeds = np.ones((n_units, rows), dtype=bool), list(range(1, n_units + 1))
             counts = []
@@ -336,8 +333,6 @@ def traffic_section(units, rows=256):
                                           "bytes_per_param_by_kind": dict(sorted(kinds.items(), key=lambda kv: -kv[1]))}
             print(f"traffic U={n_units}: {per_step / 1e6:.1f} MB/step, {per_step / floor:.2f}x the floor",
                   file=sys.stderr)
-    finally:
-        stacked_adam.StackedAdam.__init__ = plain_init
     top = out["units"][str(max(units))]
     per_unit = top["bytes_per_step"] / max(units)
     full_steps = -(-FULL["train_per_model"] // batch) * FULL["epochs"]

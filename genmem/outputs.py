@@ -11,7 +11,7 @@ neighbour banks, GAN files, tables, plots):
   (:func:`claim`);
 * content goes to a temporary file made by :mod:`tempfile` in the target
   folder (``O_CREAT | O_EXCL | O_NOFOLLOW``, a random name
-  ``.NAME.tmp-HOST-PID-XXXXXXXX``) and is renamed into place
+  ``.NAME.tmp-HOST-PID-<random>``) and is renamed into place
   (:func:`atomic_path`); the temporary file is removed when the block fails or
   is interrupted (Ctrl-C, and SIGTERM through the command line's handler),
   and temporaries of processes that no longer exist (killed with SIGKILL) are

@@ -12,7 +12,8 @@ rows of the units that take the step — each row (or each piece of a row, a
 layer's weight, when the gradient comes in pieces) its own tensor with its
 own step count on the device — so it reads and writes each number once (28
 bytes per float32 parameter), reads the gradient where autograd left it,
-launches the same work whatever U is and never synchronises with the host. Elsewhere (the CPU kernel reads every step count
+launches the same work whatever U is and never synchronises with the host.
+Elsewhere (the CPU kernel reads every step count
 back with ``.item()``; old PyTorch) the same update runs as a few elementwise
 operations over the whole buffer (:func:`adam_update_`), in place when every
 unit takes the step. ``tests/test_stacked_adam.py`` checks both against
@@ -126,11 +127,12 @@ class StackedAdam:
         # computes the bias corrections in the parameters' precision, as torch.optim's single-tensor path
         steps_dtype = torch.float32 if self.fused else flat.dtype
         self.steps = torch.zeros(flat.shape[0], dtype=steps_dtype, device=flat.device)
-        # per buffer, piece and unit: the view of that unit's piece (what the fused kernel's lists hold)
-        self._views = {name: [piece.unbind(0) for piece in self._pieces(buffer)] if self.fused else None
-                       for name, buffer in (("param", flat), ("grad", self.grad), ("exp_avg", self.exp_avg),
-                                            ("exp_avg_sq", self.exp_avg_sq))}
-        self._step_views = self.steps.unbind(0)
+        # fused: per buffer, piece and unit the view of that unit's piece (what the kernel's lists hold)
+        if self.fused:
+            self._views = {name: [piece.unbind(0) for piece in self._pieces(buffer)]
+                           for name, buffer in (("param", flat), ("grad", self.grad), ("exp_avg", self.exp_avg),
+                                                ("exp_avg_sq", self.exp_avg_sq))}
+            self._step_views = self.steps.unbind(0)
         self._lists = {}
 
     def _pieces(self, buffer):
